@@ -1,0 +1,110 @@
+"""Evaluation plots (optional extra ``ge2e[plot]``): DET curves on normal-deviate axes and score histograms.
+
+matplotlib is imported lazily and used through its object-oriented API with the Agg canvas, so importing this
+module is cheap and never changes the process-wide pyplot backend. PNGs are written atomically (temporary file
+in the same folder, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+# Tick positions of the classic NIST DET plot, as probabilities.
+_DET_TICKS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
+_DET_MAX = 0.5
+
+
+def _new_figure(size: tuple[float, float]) -> Figure:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ImportError("plotting needs matplotlib: pip install 'ge2e[plot]'") from exc
+    return Figure(figsize=size, layout="constrained")
+
+
+def _save_png(fig: Figure, path: str | Path) -> None:
+    """Write ``fig`` to ``path`` as PNG via a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=120)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _probit(p: ArrayLike) -> np.ndarray:
+    """Normal deviate of probabilities ``p``, clipped just past the lowest tick so zero rates stay finite."""
+    from scipy.special import ndtri
+
+    return ndtri(np.clip(np.asarray(p, dtype=np.float64), _DET_TICKS[0] / 2, 1 - _DET_TICKS[0] / 2))
+
+
+def plot_det(curves: Mapping[str, tuple[ArrayLike, ArrayLike]], path: str | Path) -> None:
+    """Plot DET curves with probit axes (false-alarm rate vs miss rate), standard NIST style.
+
+    Args:
+        curves: name -> ``(p_fa (m,), p_miss (m,))``, e.g. the first two outputs of
+            :func:`ge2e.metrics.det_curve`.
+        path: PNG file to write.
+    """
+    fig = _new_figure((5.0, 5.0))
+    ax = fig.add_subplot()
+    smallest = _DET_MAX
+    for name, (p_fa, p_miss) in curves.items():
+        fa, miss = np.asarray(p_fa, dtype=np.float64), np.asarray(p_miss, dtype=np.float64)
+        ax.plot(_probit(fa), _probit(miss), label=name)
+        positive = np.concatenate((fa[fa > 0], miss[miss > 0]))
+        if positive.size:
+            smallest = min(smallest, float(positive.min()))
+    # Lowest tick at or below the smallest non-zero rate, so good systems are not cut off.
+    low = max((t for t in _DET_TICKS if t <= smallest), default=_DET_TICKS[0])
+    ticks = [t for t in _DET_TICKS if t >= low]
+    limits = _probit([low, _DET_MAX])
+    ax.plot(limits, limits, color="0.6", linestyle="--", linewidth=0.8, label="EER line")
+    labels = [f"{100 * t:g}" for t in ticks]
+    ax.set_xticks(_probit(ticks), labels)
+    ax.set_yticks(_probit(ticks), labels)
+    ax.set_xlim(*limits)
+    ax.set_ylim(*limits)
+    ax.set_xlabel("False alarm rate (%)")
+    ax.set_ylabel("Miss rate (%)")
+    ax.grid(True, linewidth=0.4)
+    ax.legend(loc="upper right", fontsize="small")
+    _save_png(fig, path)
+
+
+def plot_score_histogram(scores: ArrayLike, labels: ArrayLike, threshold: float, path: str | Path) -> None:
+    """Overlaid target / non-target score histograms with the decision threshold.
+
+    Args:
+        scores: ``(n,)`` trial scores.
+        labels: ``(n,)`` 1 = target, 0 = non-target.
+        threshold: decision threshold, drawn as a vertical line.
+        path: PNG file to write.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    is_target = np.asarray(labels) == 1
+    bins = np.histogram_bin_edges(s, bins=min(60, max(10, s.size // 20)))
+    fig = _new_figure((6.0, 4.0))
+    ax = fig.add_subplot()
+    ax.hist(s[~is_target], bins=bins, alpha=0.6, density=True, label=f"non-target (n={np.sum(~is_target)})")
+    ax.hist(s[is_target], bins=bins, alpha=0.6, density=True, label=f"target (n={np.sum(is_target)})")
+    ax.axvline(threshold, color="black", linestyle="--", linewidth=1.0, label=f"threshold {threshold:.3f}")
+    ax.set_xlabel("Score")
+    ax.set_ylabel("Density")
+    ax.legend(fontsize="small")
+    _save_png(fig, path)
