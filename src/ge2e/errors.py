@@ -1,0 +1,55 @@
+"""Typed errors. Every message is one line that names the file (or object) and the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class Ge2eError(Exception):
+    """Base class of every error ge2e raises on purpose; the CLI prints it as one line."""
+
+
+class ConfigError(Ge2eError):
+    """A configuration file or value is invalid."""
+
+
+class CheckpointError(Ge2eError):
+    """A model file is missing, corrupt, or not a ge2e checkpoint."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class AudioError(Ge2eError):
+    """Audio could not be turned into features. ``path`` names the file (or ``<array>``)."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class AudioFileMissing(AudioError):
+    """The file does not exist."""
+
+
+class AudioDecodeError(AudioError):
+    """The file exists but cannot be decoded (corrupt, unsupported format)."""
+
+
+class EmptyAudio(AudioError):
+    """The file decodes to zero samples."""
+
+
+class NonFiniteAudio(AudioError):
+    """The samples contain NaN or infinity."""
+
+
+class NoSpeechError(AudioError):
+    """Voice activity detection found no speech (silence or noise only)."""
+
+
+class AudioTooShort(AudioError):
+    """Less audio (or speech) than the minimum duration."""

@@ -1,0 +1,192 @@
+"""The speaker encoder: an LSTM with projection whose last-frame output is the d-vector (paper, Sec. 4).
+
+Checkpoints are self-describing: weights plus the model, audio and inference configs and a format version,
+so a model can be rebuilt without any global hyper-parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ge2e.config import AudioConfig, InferenceConfig, ModelConfig
+from ge2e.errors import CheckpointError
+
+CHECKPOINT_FORMAT = "ge2e.SpeakerEncoder"
+CHECKPOINT_VERSION = 1
+
+# "small" is sized for CPU training: see docs/model.md and benchmarks/presets.py for the measurement.
+PRESETS: dict[str, ModelConfig] = {
+    "paper": ModelConfig(hidden_size=768, proj_size=256, num_layers=3),
+    "small": ModelConfig(hidden_size=256, proj_size=128, num_layers=3),
+}
+
+
+def preset(name: str) -> ModelConfig:
+    """A copy of a named model preset (``"paper"`` or ``"small"``)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; choose from {', '.join(PRESETS)}")
+    return dataclasses.replace(PRESETS[name])
+
+
+class SpeakerEncoder(nn.Module):
+    """LSTM speaker encoder mapping log-mel frames to L2-normalised d-vectors.
+
+    Args:
+        config: a :class:`ModelConfig` or a preset name.
+        audio: the front end the model expects (stored in checkpoints).
+        inference: sliding-window settings for whole utterances.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig | str = "small",
+        audio: AudioConfig | None = None,
+        inference: InferenceConfig | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = preset(config) if isinstance(config, str) else config
+        self.audio = audio or AudioConfig()
+        self.inference = inference or InferenceConfig()
+        c = self.config
+        if c.n_mels != self.audio.n_mels:
+            raise ValueError(f"model expects {c.n_mels} mel bands but the audio config gives {self.audio.n_mels}")
+        self.lstm = nn.LSTM(c.n_mels, c.hidden_size, c.num_layers, batch_first=True, proj_size=c.proj_size)
+        # Without a projection, the paper puts a linear layer after the LSTM.
+        self.linear = nn.Linear(c.hidden_size, c.hidden_size) if c.proj_size == 0 else None
+        self._scale_projection_gradients(c.proj_grad_scale)
+
+    @property
+    def embedding_size(self) -> int:
+        """D, the d-vector size."""
+        return self.config.proj_size or self.config.hidden_size
+
+    def _scale_projection_gradients(self, scale: float) -> None:
+        """Multiply gradients of the LSTM projection weights by ``scale`` (paper: 0.5)."""
+        if scale == 1.0:
+            return
+        for name, param in self.lstm.named_parameters():
+            if name.startswith("weight_hr"):
+                param.register_hook(lambda grad, s=scale: grad * s)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """d-vectors of fixed-length segments.
+
+        Args:
+            frames: ``(B, T, n_mels)`` log-mel frames.
+
+        Returns:
+            ``(B, D)`` L2-normalised output of the last frame.
+        """
+        out, _ = self.lstm(frames)
+        last = out[:, -1]
+        if self.linear is not None:
+            last = self.linear(last)
+        return F.normalize(last, dim=-1)
+
+    @torch.inference_mode()
+    def embed_frames(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Inference-mode :meth:`forward` on ``(B, T, n_mels)`` frames -> ``(B, D)``."""
+        frames = torch.as_tensor(frames, dtype=torch.float32, device=self.device)
+        return self(frames)
+
+    def embed_mel(self, mel: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Utterance d-vector from its log-mel frames ``(T, n_mels)`` -> ``(D,)`` float32, unit norm.
+
+        Sliding windows of 160 frames with 50% overlap go through the model as one batch; their L2-normalised
+        d-vectors are averaged and normalised again (paper, Sec. 4). See :func:`ge2e.inference.windows`.
+        """
+        from ge2e.inference import utterance_embedding, windows
+
+        segments = windows(torch.as_tensor(mel, dtype=torch.float32), self.inference)
+        return utterance_embedding(self.embed_frames(segments)).cpu().numpy()
+
+    def embed_utterance(self, source: str | Path | np.ndarray, sr: int | None = None) -> np.ndarray:
+        """d-vector ``(D,)`` of an audio file or waveform (``sr`` required for arrays)."""
+        from ge2e.audio import preprocess
+
+        return self.embed_mel(preprocess(source, sr=sr, cfg=self.audio))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ---- checkpoints -------------------------------------------------------------------------------
+
+    def checkpoint(self, **meta: Any) -> dict[str, Any]:
+        """The self-describing checkpoint dictionary (weights on CPU)."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "model": dataclasses.asdict(self.config),
+            "audio": dataclasses.asdict(self.audio),
+            "inference": dataclasses.asdict(self.inference),
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+            "meta": meta,
+        }
+
+    def save(self, path: str | Path, **meta: Any) -> None:
+        """Write a checkpoint atomically (temp file, then rename), so a crash never leaves half a file."""
+        atomic_torch_save(self.checkpoint(**meta), path)
+
+    @classmethod
+    def from_checkpoint(cls, data: dict[str, Any], path: str | Path = "<checkpoint>") -> SpeakerEncoder:
+        """Rebuild an encoder from :meth:`checkpoint`'s dictionary; raises :class:`CheckpointError`."""
+        if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(path, "not a ge2e speaker-encoder checkpoint")
+        if data.get("version") != CHECKPOINT_VERSION:
+            raise CheckpointError(
+                path, f"checkpoint format version {data.get('version')} (this ge2e reads {CHECKPOINT_VERSION})"
+            )
+        try:
+            model = cls(
+                ModelConfig(**data["model"]), AudioConfig(**data["audio"]), InferenceConfig(**data["inference"])
+            )
+            model.load_state_dict(data["state_dict"])
+        except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(path, f"inconsistent checkpoint ({str(exc).splitlines()[0]})") from None
+        model.meta = dict(data.get("meta") or {})
+        return model.eval()
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> SpeakerEncoder:
+        """Load a checkpoint file written by :meth:`save`; every failure is a one-line :class:`CheckpointError`."""
+        return cls.from_checkpoint(read_checkpoint(path), path).to(device)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """``torch.load`` with safe unpickling and one-line errors for missing, corrupt or foreign files."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(path, "model file not found")
+    if path.is_dir():
+        raise CheckpointError(path, "is a directory, not a model file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt zips and pickles
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(path, f"cannot read model file ({first[:160]})") from None
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temp file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

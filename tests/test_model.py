@@ -1,0 +1,118 @@
+"""Speaker encoder: shapes, norms, gradient scale on projections, windows, checkpoints."""
+
+import numpy as np
+import pytest
+import torch
+
+from ge2e.config import InferenceConfig, ModelConfig
+from ge2e.errors import CheckpointError
+from ge2e.inference import utterance_embedding, window_starts, windows
+from ge2e.model import SpeakerEncoder, preset
+
+TINY = ModelConfig(hidden_size=16, proj_size=8, num_layers=2)
+
+
+def test_presets():
+    paper = preset("paper")
+    assert (paper.num_layers, paper.hidden_size, paper.proj_size) == (3, 768, 256)
+    with pytest.raises(ValueError, match="unknown model preset"):
+        preset("huge")
+
+
+def test_embed_frames_shape_and_unit_norm():
+    model = SpeakerEncoder(TINY)
+    out = model.embed_frames(torch.randn(5, 30, 40))
+    assert out.shape == (5, 8)
+    torch.testing.assert_close(out.norm(dim=-1), torch.ones(5))
+
+
+def test_dvector_is_last_frame_output():
+    model = SpeakerEncoder(TINY)
+    x = torch.randn(2, 20, 40)
+    out, _ = model.lstm(x)
+    torch.testing.assert_close(model(x), torch.nn.functional.normalize(out[:, -1], dim=-1))
+
+
+def test_linear_layer_when_no_projection():
+    model = SpeakerEncoder(ModelConfig(hidden_size=12, proj_size=0, num_layers=1))
+    assert model.linear is not None and model.embedding_size == 12
+    assert model.embed_frames(torch.randn(2, 10, 40)).shape == (2, 12)
+
+
+def test_projection_gradient_scale():
+    torch.manual_seed(0)
+    half = SpeakerEncoder(TINY)
+    full = SpeakerEncoder(ModelConfig(hidden_size=16, proj_size=8, num_layers=2, proj_grad_scale=1.0))
+    full.load_state_dict(half.state_dict())
+    x = torch.randn(3, 12, 40)
+    half(x).sum().backward()
+    full(x).sum().backward()
+    for (name, p_half), (_, p_full) in zip(half.lstm.named_parameters(), full.lstm.named_parameters(), strict=True):
+        factor = 0.5 if name.startswith("weight_hr") else 1.0
+        torch.testing.assert_close(p_half.grad, factor * p_full.grad, msg=name)
+
+
+@pytest.mark.parametrize(
+    ("frames", "expected"),
+    [(50, [0]), (160, [0]), (240, [0, 80]), (250, [0, 80, 90]), (400, [0, 80, 160, 240])],
+)
+def test_window_starts(frames, expected):
+    assert window_starts(frames) == expected
+
+
+def test_windows_cover_everything_and_short_utterance_is_one_window():
+    mel = torch.arange(250.0).unsqueeze(1).repeat(1, 40)
+    w = windows(mel)
+    assert w.shape == (3, 160, 40)
+    assert w[-1, -1, 0].item() == 249.0
+    assert windows(mel[:50]).shape == (1, 50, 40)
+
+
+def test_utterance_embedding_averages_normalised_windows():
+    e = torch.tensor([[3.0, 0.0], [0.0, 1.0]])
+    torch.testing.assert_close(utterance_embedding(e), torch.tensor([1.0, 1.0]) / 2**0.5)
+
+
+def test_embed_mel_matches_manual_windowing():
+    model = SpeakerEncoder(TINY, inference=InferenceConfig())
+    mel = np.random.default_rng(0).standard_normal((300, 40)).astype(np.float32)
+    manual = utterance_embedding(model.embed_frames(windows(torch.from_numpy(mel)))).numpy()
+    np.testing.assert_allclose(model.embed_mel(mel), manual, rtol=1e-5, atol=1e-6)
+    assert model.embed_mel(mel[:40]).shape == (8,)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = SpeakerEncoder(TINY)
+    path = tmp_path / "m.pt"
+    model.save(path, steps=3)
+    loaded = SpeakerEncoder.load(path)
+    x = torch.randn(2, 20, 40)
+    torch.testing.assert_close(loaded.embed_frames(x), model.embed_frames(x))
+    assert loaded.config == TINY and loaded.meta == {"steps": 3}
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_bad_checkpoints(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        SpeakerEncoder.load(tmp_path / "missing.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(CheckpointError, match="cannot read model file") as err:
+        SpeakerEncoder.load(corrupt)
+    assert "\n" not in str(err.value) and "corrupt.pt" in str(err.value)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(CheckpointError, match="not a ge2e"):
+        SpeakerEncoder.load(foreign)
+    data = SpeakerEncoder(TINY).checkpoint()
+    data["version"] = 99
+    future = tmp_path / "future.pt"
+    torch.save(data, future)
+    with pytest.raises(CheckpointError, match="version 99"):
+        SpeakerEncoder.load(future)
+    data = SpeakerEncoder(TINY).checkpoint()
+    data["model"]["hidden_size"] = 32
+    mismatch = tmp_path / "mismatch.pt"
+    torch.save(data, mismatch)
+    with pytest.raises(CheckpointError, match="inconsistent"):
+        SpeakerEncoder.load(mismatch)
