@@ -1,0 +1,5 @@
+import sys
+
+from ge2e.cli import main
+
+sys.exit(main())
