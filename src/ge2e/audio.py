@@ -1,0 +1,347 @@
+"""Audio front end: decode -> mono 16 kHz float32 -> volume normalisation -> VAD trim -> log-mel energies.
+
+Every failure on a given input raises a subclass of :class:`ge2e.errors.AudioError` whose one-line message
+names the file (arrays are named ``<array>``), so a data-preparation run can log and skip bad files.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+from ge2e.config import AudioConfig
+from ge2e.errors import (
+    AudioDecodeError,
+    AudioError,
+    AudioFileMissing,
+    AudioTooShort,
+    EmptyAudio,
+    NonFiniteAudio,
+    NoSpeechError,
+)
+
+logger = logging.getLogger(__name__)
+
+ARRAY_NAME = "<array>"
+MIN_SAMPLE_RATE = 4_000  # below this no speech band survives; such a rate is a caller bug, not a recording
+MAX_CHANNELS = 16  # a 2-D array with more "channels" than this is taken as a shape mistake
+SILENCE_DBFS = -80.0  # peak level under which a recording is silent (16-bit dither sits near -90 dBFS)
+LOG_FLOOR = 1e-6  # added to mel energies before the log, so silent frames stay finite
+VAD_SAMPLE_RATES = (8_000, 16_000)  # the rates silero-vad accepts
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+
+
+def _to_float_samples(data: np.ndarray, name: str) -> np.ndarray:
+    """Integer PCM -> float32 in [-1, 1); floats are cast to float32 unchanged (not rescaled)."""
+    if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype, np.complexfloating):
+        raise AudioError(name, f"unsupported sample type {data.dtype}")
+    if np.issubdtype(data.dtype, np.unsignedinteger):
+        # unsigned PCM (e.g. 8-bit WAV) is offset binary: the midpoint is silence
+        half = float(np.iinfo(data.dtype).max) / 2 + 0.5
+        return ((data.astype(np.float64) - half) / half).astype(np.float32)
+    if np.issubdtype(data.dtype, np.integer):
+        return (data.astype(np.float64) / -float(np.iinfo(data.dtype).min)).astype(np.float32)
+    return data.astype(np.float32, copy=False)
+
+
+def _to_mono(data: np.ndarray, name: str) -> np.ndarray:
+    """Average the channels of a 1-D (L,), (L, C) or (C, L) array into (L,).
+
+    A 2-D array is read as (L, C) (soundfile's layout) when it has at least as many rows as columns, else as
+    (C, L) (torch's layout): the channel axis is the shorter one. More than MAX_CHANNELS channels is an error.
+    """
+    if data.ndim == 1:
+        return data
+    if data.ndim != 2:
+        raise AudioError(name, f"expected a 1-D or 2-D audio array, got shape {data.shape}")
+    frames_first = data.shape[0] >= data.shape[1]
+    channels = data.shape[1] if frames_first else data.shape[0]
+    if channels > MAX_CHANNELS:
+        raise AudioError(name, f"cannot tell samples from channels in shape {data.shape}")
+    return data.mean(axis=1 if frames_first else 0, dtype=np.float32)
+
+
+def _read_file(path: Path) -> tuple[np.ndarray, int]:
+    """Decode with soundfile -> ((L, C) float32, sample rate in Hz); every failure becomes an AudioError."""
+    if not path.exists():
+        raise AudioFileMissing(path, "file not found")
+    if path.is_dir():
+        raise AudioDecodeError(path, "is a directory, not an audio file")
+    try:
+        data, sr = sf.read(path, dtype="float32", always_2d=True)
+    except Exception as exc:  # libsndfile and its codecs raise several types; all mean "cannot decode"
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise AudioDecodeError(path, f"cannot decode audio ({first_line})") from exc
+    return data, int(sr)
+
+
+def load_audio(source: str | Path | np.ndarray, sr: int | None = None, target_sr: int = 16_000) -> np.ndarray:
+    """Read a file (anything soundfile decodes: wav, flac, ogg/vorbis, opus, mp3) or an array.
+
+    Args:
+        source: a path, or samples as a (L,), (L, C) or (C, L) array (layout rule: see :func:`_to_mono`);
+            integer PCM is scaled to [-1, 1), floats are taken as already in [-1, 1].
+        sr: sample rate of ``source`` in Hz; required for arrays, ignored for files (the header says it).
+        target_sr: output sample rate in Hz.
+
+    Returns:
+        (L',) float32 mono samples at ``target_sr``, channels averaged, resampled with soxr "HQ".
+
+    Raises:
+        AudioFileMissing, AudioDecodeError, EmptyAudio, NonFiniteAudio, or AudioError (bad sample rate or
+        array shape); the one-line message names the file, or ``<array>``.
+    """
+    if target_sr < MIN_SAMPLE_RATE:
+        raise ValueError(f"target_sr must be >= {MIN_SAMPLE_RATE} Hz, got {target_sr}")
+    if isinstance(source, np.ndarray):
+        name = ARRAY_NAME
+        if sr is None:
+            raise AudioError(name, "sample rate (sr) is required for array input")
+        if source.size == 0:
+            raise EmptyAudio(name, "no samples")
+        wav = _to_mono(_to_float_samples(source, name), name)
+    elif isinstance(source, str | Path):
+        name = str(source)
+        frames, sr = _read_file(Path(source))
+        if frames.size == 0:
+            raise EmptyAudio(name, "no samples")
+        wav = frames.mean(axis=1, dtype=np.float32)  # soundfile's layout is always (L, C)
+    else:
+        raise TypeError(f"source must be a path or a numpy array, got {type(source).__name__}")
+    if sr < MIN_SAMPLE_RATE:
+        raise AudioError(name, f"unsupported sample rate {sr} Hz (need >= {MIN_SAMPLE_RATE} Hz)")
+    if not np.isfinite(wav).all():
+        raise NonFiniteAudio(name, f"{int((~np.isfinite(wav)).sum())} NaN or infinite samples")
+    if sr != target_sr:
+        wav = soxr.resample(wav, sr, target_sr, quality="HQ")
+    return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ loudness
+
+
+def peak_dbfs(wav: np.ndarray) -> float:
+    """Peak level of (L,) samples in dBFS (0 dBFS = full scale 1.0); -inf for all-zero audio."""
+    peak = float(np.max(np.abs(wav))) if wav.size else 0.0
+    return 20.0 * np.log10(peak) if peak > 0 else float("-inf")
+
+
+def normalize_volume(wav: np.ndarray, method: str = "loudness", target_dbfs: float = -30.0) -> np.ndarray:
+    """Scale (L,) float samples to a target level; returns a new float32 array.
+
+    - ``"peak"``: max |x| becomes ``10 ** (target_dbfs / 20)`` (the peak sits at ``target_dbfs`` dBFS).
+    - ``"loudness"``: RMS becomes ``target_dbfs`` dBFS, but the gain is capped so max |x| <= 1: lowering the
+      gain keeps the waveform intact, where clipping samples would add distortion.
+    - ``"none"``: unchanged.
+
+    All-zero input is returned unchanged (there is no level to scale).
+    """
+    if method not in ("peak", "loudness", "none"):
+        raise ValueError(f"unknown normalization {method!r}; expected 'peak', 'loudness' or 'none'")
+    wav = np.asarray(wav, dtype=np.float32)
+    peak = float(np.max(np.abs(wav))) if wav.size else 0.0
+    if method == "none" or peak == 0.0:
+        return wav.copy()
+    target = 10.0 ** (target_dbfs / 20.0)
+    if method == "peak":
+        gain = target / peak
+    else:
+        rms = float(np.sqrt(np.mean(np.square(wav, dtype=np.float64))))
+        gain = min(target / rms, 1.0 / peak)
+    return (wav * np.float32(gain)).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------------ VAD
+
+_vad_lock = threading.Lock()
+
+
+@functools.cache
+def _silero() -> tuple[Any, Callable[..., list[dict[str, int]]]]:
+    """(model, get_speech_timestamps) of silero-vad: the JIT model in its wheel (no network), loaded once."""
+    # importing silero_vad calls torch.set_num_threads(1) as a side effect; undo it so that training and
+    # inference in the same process keep their thread count
+    threads = torch.get_num_threads()
+    from silero_vad import get_speech_timestamps, load_silero_vad
+
+    torch.set_num_threads(threads)
+    logger.debug("loading silero-vad")
+    with warnings.catch_warnings():  # its loader uses deprecated importlib and torch.jit calls; not ours to fix
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return load_silero_vad(onnx=False), get_speech_timestamps
+
+
+def speech_mask(wav: np.ndarray, sr: int, threshold: float = 0.5, pad_ms: float = 60.0) -> np.ndarray:
+    """Boolean (L,) mask of the samples silero-vad calls speech, each region widened by ``pad_ms`` per side.
+
+    Args:
+        wav: (L,) float32 samples in [-1, 1].
+        sr: sample rate in Hz; 8 and 16 kHz go to the model as they are, other rates via a 16 kHz copy.
+        threshold: speech probability above which a 32 ms frame is speech (silero's hysteresis applies).
+        pad_ms: margin kept around every speech region, in milliseconds.
+    """
+    vad_sr = sr if sr in VAD_SAMPLE_RATES else 16_000
+    vad_wav = wav if vad_sr == sr else soxr.resample(wav, sr, vad_sr, quality="HQ")
+    with _vad_lock, torch.no_grad():
+        # the model keeps recurrent state between chunks, so one process-wide model serves one call at a time
+        model, get_speech_timestamps = _silero()
+        stamps = get_speech_timestamps(
+            torch.from_numpy(np.ascontiguousarray(vad_wav, dtype=np.float32)),
+            model,
+            threshold=threshold,
+            sampling_rate=vad_sr,
+            speech_pad_ms=0,  # padding is applied below, in the caller's sample rate
+        )
+    scale = sr / vad_sr
+    pad = round(pad_ms * sr / 1000)
+    mask = np.zeros(len(wav), dtype=bool)
+    for stamp in stamps:
+        start = max(0, round(stamp["start"] * scale) - pad)
+        mask[start : round(stamp["end"] * scale) + pad] = True
+    return mask
+
+
+def trim_silence(
+    wav: np.ndarray, sr: int, threshold: float = 0.5, pad_ms: float = 60.0, name: str = ARRAY_NAME
+) -> np.ndarray:
+    """Keep only the speech of (L,) samples: the :func:`speech_mask` regions, concatenated -> (L',) float32.
+
+    Raises:
+        NoSpeechError: silero-vad found no speech; the message names ``name``.
+    """
+    mask = speech_mask(wav, sr, threshold, pad_ms)
+    if not mask.any():
+        raise NoSpeechError(name, f"no speech found by VAD (threshold {threshold})")
+    return wav[mask]
+
+
+# -------------------------------------------------------------------------------------------------- log-mel
+
+
+def _hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
+    """HTK mel scale: 2595 * log10(1 + f / 700)."""
+    return 2595.0 * np.log10(1.0 + np.asarray(hz, dtype=np.float64) / 700.0)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    return 700.0 * (10.0 ** (np.asarray(mel, dtype=np.float64) / 2595.0) - 1.0)
+
+
+def mel_frequencies(n_mels: int, f_min: float, f_max: float) -> np.ndarray:
+    """(n_mels + 2,) band edges in Hz, equally spaced on the HTK mel scale; band i peaks at edge i + 1."""
+    return _mel_to_hz(np.linspace(_hz_to_mel(f_min), _hz_to_mel(f_max), n_mels + 2))
+
+
+@functools.lru_cache(maxsize=16)
+def _mel_filterbank(
+    sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float, device: torch.device
+) -> torch.Tensor:
+    """(n_mels, n_fft // 2 + 1) float32 triangular filters, peak 1, no area normalisation (as torchaudio)."""
+    if not 0 <= f_min < f_max <= sample_rate / 2:
+        raise ValueError(f"need 0 <= f_min < f_max <= {sample_rate / 2} Hz, got f_min={f_min}, f_max={f_max}")
+    bins = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
+    edges = mel_frequencies(n_mels, f_min, f_max)
+    lower, center, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (bins - lower) / (center - lower)
+    falling = (upper - bins) / (upper - center)
+    fbank = np.maximum(0.0, np.minimum(rising, falling))
+    return torch.from_numpy(fbank.astype(np.float32)).to(device)
+
+
+@functools.lru_cache(maxsize=16)
+def _hann_window(win_length: int, device: torch.device) -> torch.Tensor:
+    return torch.hann_window(win_length, periodic=True, dtype=torch.float32, device=device)
+
+
+def log_mel(wav: torch.Tensor, cfg: AudioConfig = AudioConfig()) -> torch.Tensor:
+    """Log mel-filterbank energies of (L,) -> (T, n_mels) or (B, L) -> (B, T, n_mels), float32, same device.
+
+    Frames are ``win_length`` samples (hann window, zero-padded to ``n_fft`` for the FFT) every ``hop_length``
+    samples, with no padding of the signal, so ``T = 1 + (L - win_length) // hop_length``. Values are
+    ``log(mel_power + 1e-6)`` of the power spectrum |STFT|^2 through HTK-scale triangular filters on
+    [f_min, f_max]. No mean normalisation here: :func:`preprocess` does that per utterance.
+    """
+    if wav.dim() not in (1, 2):
+        raise ValueError(f"log_mel expects (L,) or (B, L) samples, got shape {tuple(wav.shape)}")
+    win, hop, n_fft = cfg.win_length, cfg.hop_length, cfg.n_fft
+    if n_fft < win:
+        raise ValueError(f"n_fft ({n_fft}) must be >= the window length ({win} samples)")
+    if wav.shape[-1] < win:
+        raise ValueError(f"need at least {win} samples for one frame, got {wav.shape[-1]}")
+    wav = wav.to(torch.float32)
+    # torch.stft centres the win-sample window inside each n_fft frame; padding the signal by the same margin
+    # makes frame t cover exactly samples [t * hop, t * hop + win) of the input
+    left = (n_fft - win) // 2
+    padded = torch.nn.functional.pad(wav, (left, n_fft - win - left))
+    spec = torch.stft(
+        padded,
+        n_fft=n_fft,
+        hop_length=hop,
+        win_length=win,
+        window=_hann_window(win, wav.device),
+        center=False,
+        return_complex=True,
+    )  # (..., n_fft // 2 + 1, T)
+    power = torch.view_as_real(spec).square().sum(-1)
+    fbank = _mel_filterbank(cfg.sample_rate, n_fft, cfg.n_mels, cfg.f_min, cfg.f_max, wav.device)
+    mel = torch.matmul(fbank, power)  # (..., n_mels, T)
+    return torch.log(mel + LOG_FLOOR).transpose(-1, -2).contiguous()
+
+
+# ---------------------------------------------------------------------------------------------- front end
+
+
+def preprocess(
+    source: str | Path | np.ndarray,
+    sr: int | None = None,
+    cfg: AudioConfig = AudioConfig(),
+    name: str | None = None,
+) -> np.ndarray:
+    """The whole front end for one utterance -> (T, n_mels) float32 log-mel features.
+
+    load (mono, ``cfg.sample_rate``) -> silence check -> volume normalisation -> VAD trim (if ``cfg.vad``)
+    -> minimum duration (``cfg.min_speech_ms``) -> :func:`log_mel` -> subtract the per-utterance mean over
+    time (if ``cfg.mean_normalize``).
+
+    Args:
+        source, sr: as for :func:`load_audio`.
+        name: how errors name the input (default: the path, or ``<array>``).
+
+    Raises:
+        AudioError subclasses; NoSpeechError for silent audio or no speech, AudioTooShort under the minimum.
+    """
+    if name is None:
+        name = ARRAY_NAME if isinstance(source, np.ndarray) else str(source)
+    try:
+        wav = load_audio(source, sr, cfg.sample_rate)
+    except AudioError as exc:
+        raise type(exc)(name, exc.problem) from exc
+    # checked before normalising, which would amplify near-silence (noise floor, dither) to speech level
+    level = peak_dbfs(wav)
+    if level < SILENCE_DBFS:
+        raise NoSpeechError(name, f"silent audio (peak {level:.0f} dBFS)")
+    wav = normalize_volume(wav, cfg.normalization, cfg.target_dbfs)
+    if cfg.vad:
+        wav = trim_silence(wav, cfg.sample_rate, cfg.vad_threshold, cfg.vad_pad_ms, name)
+    min_samples = max(round(cfg.min_speech_ms * cfg.sample_rate / 1000), cfg.win_length)
+    if len(wav) < min_samples:
+        what = "speech" if cfg.vad else "audio"
+        raise AudioTooShort(
+            name, f"{1000 * len(wav) / cfg.sample_rate:.0f} ms of {what}, need {cfg.min_speech_ms:.0f} ms"
+        )
+    feats = log_mel(torch.from_numpy(wav), cfg)
+    if cfg.mean_normalize:
+        feats = feats - feats.mean(dim=0, keepdim=True)
+    return feats.numpy().astype(np.float32, copy=False)

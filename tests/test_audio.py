@@ -1,0 +1,370 @@
+"""Audio front end: decoding, errors, volume, VAD and log-mel features."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from ge2e.audio import (
+    load_audio,
+    log_mel,
+    mel_frequencies,
+    normalize_volume,
+    preprocess,
+    speech_mask,
+    trim_silence,
+)
+from ge2e.config import AudioConfig
+from ge2e.errors import (
+    AudioDecodeError,
+    AudioError,
+    AudioFileMissing,
+    AudioTooShort,
+    EmptyAudio,
+    NonFiniteAudio,
+    NoSpeechError,
+)
+
+SR = 16_000
+
+
+def tone(freq: float, seconds: float, sr: int = SR, amp: float = 0.5) -> np.ndarray:
+    t = np.arange(round(seconds * sr)) / sr
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def rms_dbfs(wav: np.ndarray) -> float:
+    return 20 * np.log10(np.sqrt(np.mean(np.square(wav, dtype=np.float64))))
+
+
+def assert_names(exc: pytest.ExceptionInfo[AudioError], name: str) -> None:
+    """The message is one line that names the input."""
+    message = str(exc.value)
+    assert name in message
+    assert "\n" not in message and "\r" not in message
+    assert exc.value.path == name
+
+
+# ------------------------------------------------------------------------------------------------ errors
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.wav"
+    with pytest.raises(AudioFileMissing) as exc:
+        load_audio(path)
+    assert_names(exc, str(path))
+
+
+def test_corrupt_file(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.wav"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(AudioDecodeError) as exc:
+        load_audio(path)
+    assert_names(exc, str(path))
+
+
+def test_truncated_flac(tmp_path: Path) -> None:
+    path = tmp_path / "cut.flac"
+    sf.write(path, tone(440, 1.0), SR)
+    path.write_bytes(path.read_bytes()[:30])  # header cut short
+    with pytest.raises(AudioDecodeError) as exc:
+        load_audio(path)
+    assert_names(exc, str(path))
+
+
+def test_empty_wav(tmp_path: Path) -> None:
+    path = tmp_path / "empty.wav"
+    sf.write(path, np.zeros(0, dtype=np.float32), SR)
+    with pytest.raises(EmptyAudio) as exc:
+        load_audio(path)
+    assert_names(exc, str(path))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_array(bad: float) -> None:
+    wav = tone(440, 0.5)
+    wav[100] = bad
+    with pytest.raises(NonFiniteAudio) as exc:
+        load_audio(wav, sr=SR)
+    assert_names(exc, "<array>")
+
+
+def test_non_finite_file(tmp_path: Path) -> None:
+    path = tmp_path / "nan.wav"
+    wav = tone(440, 0.5)
+    wav[10] = np.nan
+    sf.write(path, wav, SR, subtype="FLOAT")
+    with pytest.raises(NonFiniteAudio) as exc:
+        load_audio(path)
+    assert_names(exc, str(path))
+
+
+@pytest.mark.parametrize("sr", [None, 0, -16000, 1000])
+def test_bad_sample_rate(sr: int | None) -> None:
+    with pytest.raises(AudioError) as exc:
+        load_audio(tone(440, 0.5), sr=sr)
+    assert_names(exc, "<array>")
+
+
+def test_silent_audio(tmp_path: Path) -> None:
+    path = tmp_path / "silence.wav"
+    sf.write(path, np.zeros(SR, dtype=np.int16), SR)
+    with pytest.raises(NoSpeechError, match="silent") as exc:
+        preprocess(path)
+    assert_names(exc, str(path))
+
+
+def test_near_silent_dither_is_silent() -> None:
+    dither = np.random.default_rng(0).integers(-1, 2, SR).astype(np.int16)  # +-1 LSB
+    with pytest.raises(NoSpeechError, match="silent"):
+        preprocess(dither, sr=SR, name="dither")
+
+
+def test_noise_only_has_no_speech() -> None:
+    noise = (0.01 * np.random.default_rng(0).standard_normal(SR)).astype(np.float32)
+    with pytest.raises(NoSpeechError, match="VAD") as exc:
+        preprocess(noise, sr=SR, name="noise.wav")
+    assert_names(exc, "noise.wav")
+
+
+def test_too_short(tmp_path: Path) -> None:
+    path = tmp_path / "short.wav"
+    sf.write(path, tone(440, 0.1), SR)
+    cfg = AudioConfig(vad=False, min_speech_ms=250)
+    with pytest.raises(AudioTooShort) as exc:
+        preprocess(path, cfg=cfg)
+    assert_names(exc, str(path))
+    assert preprocess(path, cfg=AudioConfig(vad=False, min_speech_ms=50)).shape == (8, 40)
+
+
+def test_preprocess_names_array_errors() -> None:
+    with pytest.raises(EmptyAudio) as exc:
+        preprocess(np.zeros(0, dtype=np.float32), sr=SR, name="utt-7")
+    assert_names(exc, "utt-7")
+
+
+# --------------------------------------------------------------------------------------------- decoding
+
+
+def test_stereo_48k_file_to_mono_16k(tmp_path: Path) -> None:
+    path = tmp_path / "stereo.wav"
+    left, right = tone(1000, 1.5, sr=48_000, amp=0.5), tone(1000, 1.5, sr=48_000, amp=0.1)
+    sf.write(path, np.stack([left, right], axis=1), 48_000, subtype="PCM_16")
+    wav = load_audio(path, target_sr=SR)
+    assert wav.dtype == np.float32 and wav.ndim == 1
+    assert len(wav) == round(1.5 * SR)
+    # the channel mean is a 0.3-amplitude tone: RMS 0.3 / sqrt(2)
+    assert np.sqrt(np.mean(wav[1000:-1000] ** 2)) == pytest.approx(0.3 / np.sqrt(2), rel=0.01)
+
+
+def test_int16_array() -> None:
+    ints = (tone(440, 0.5) * 32768).astype(np.int16)
+    wav = load_audio(ints, sr=SR)
+    assert wav.dtype == np.float32
+    np.testing.assert_allclose(wav, ints / 32768.0, atol=1e-7)
+    assert load_audio(np.array([-32768, 16384, 0], dtype=np.int16), sr=SR).tolist() == [-1.0, 0.5, 0.0]
+
+
+def test_uint8_array_is_offset_binary() -> None:
+    wav = load_audio(np.array([0, 128, 255], dtype=np.uint8), sr=SR)
+    np.testing.assert_allclose(wav, [-1.0, 0.0, 1.0], atol=0.01)
+
+
+def test_stereo_array_layouts_agree() -> None:
+    stereo = np.stack([tone(300, 0.5), tone(500, 0.5)])  # (C, L)
+    mono = (stereo[0] + stereo[1]) / 2
+    np.testing.assert_allclose(load_audio(stereo, sr=SR), mono, atol=1e-7)
+    np.testing.assert_allclose(load_audio(stereo.T, sr=SR), mono, atol=1e-7)
+    with pytest.raises(AudioError, match="shape"):
+        load_audio(np.zeros((2, 3, 4), dtype=np.float32), sr=SR)
+
+
+def test_resample_array() -> None:
+    wav = load_audio(tone(1000, 1.0, sr=8_000), sr=8_000, target_sr=SR)
+    assert len(wav) == SR
+    spectrum = np.abs(np.fft.rfft(wav))
+    assert np.argmax(spectrum) == 1000  # 1 Hz bins over 1 s
+
+
+@pytest.mark.parametrize(
+    ("ext", "fmt", "subtype"),
+    [
+        ("flac", "FLAC", "PCM_16"),
+        ("ogg", "OGG", "VORBIS"),
+        ("opus", "OGG", "OPUS"),
+        ("mp3", "MP3", "MPEG_LAYER_III"),
+    ],
+)
+def test_compressed_round_trip(tmp_path: Path, ext: str, fmt: str, subtype: str) -> None:
+    if fmt not in sf.available_formats() or subtype not in sf.available_subtypes(fmt):
+        pytest.skip(f"this libsndfile cannot write {fmt}/{subtype}")
+    path = tmp_path / f"tone.{ext}"
+    original = tone(440, 1.0, amp=0.3)
+    sf.write(path, original, SR, format=fmt, subtype=subtype)
+    wav = load_audio(path)
+    assert wav.dtype == np.float32
+    # lossy codecs add encoder delay and padding: compare length, level and pitch, not samples
+    assert abs(len(wav) - len(original)) < 0.1 * SR
+    if subtype == "PCM_16":
+        assert len(wav) == len(original)
+        np.testing.assert_allclose(wav, original, atol=1e-4)  # 16-bit quantisation
+    else:
+        assert abs(rms_dbfs(wav[2000:-2000]) - rms_dbfs(original[2000:-2000])) < 1.0
+        assert np.argmax(np.abs(np.fft.rfft(wav[: SR // 2]))) == 220  # 440 Hz in 2 Hz bins
+
+
+# ----------------------------------------------------------------------------------------------- volume
+
+
+def test_normalize_loudness() -> None:
+    wav = tone(440, 1.0, amp=0.01)
+    out = normalize_volume(wav, "loudness", -30.0)
+    assert rms_dbfs(out) == pytest.approx(-30.0, abs=0.01)
+    assert out.dtype == np.float32
+
+
+def test_normalize_loudness_never_clips() -> None:
+    clicks = np.zeros(SR, dtype=np.float32)
+    clicks[::4000] = 0.5  # tiny RMS, high peak: the RMS target would need a gain of ~30
+    out = normalize_volume(clicks, "loudness", -10.0)
+    assert np.max(np.abs(out)) == pytest.approx(1.0)
+
+
+def test_normalize_peak_and_none() -> None:
+    wav = tone(440, 1.0, amp=0.2)
+    assert np.max(np.abs(normalize_volume(wav, "peak", -6.0))) == pytest.approx(10 ** (-6 / 20), rel=1e-5)
+    assert np.array_equal(normalize_volume(wav, "none"), wav)
+    assert np.array_equal(normalize_volume(np.zeros(10, np.float32), "loudness"), np.zeros(10))
+    with pytest.raises(ValueError, match="normalization"):
+        normalize_volume(wav, "rms")
+
+
+# ---------------------------------------------------------------------------------------------- log-mel
+
+
+@pytest.mark.parametrize("length", [400, 401, 559, 560, 16_000, 16_123])
+def test_log_mel_shape(length: int) -> None:
+    cfg = AudioConfig()
+    feats = log_mel(torch.zeros(length), cfg)
+    assert feats.shape == (1 + (length - cfg.win_length) // cfg.hop_length, cfg.n_mels)
+    assert feats.dtype == torch.float32
+    assert torch.allclose(feats, torch.full_like(feats, np.log(1e-6)))  # silence -> the log floor
+
+
+def test_log_mel_too_short() -> None:
+    with pytest.raises(ValueError, match="400 samples"):
+        log_mel(torch.zeros(399))
+
+
+@pytest.mark.parametrize("freq", [150.0, 1000.0, 3000.0, 7000.0])
+def test_log_mel_tone_in_right_band(freq: float) -> None:
+    cfg = AudioConfig()
+    centers = mel_frequencies(cfg.n_mels, cfg.f_min, cfg.f_max)[1:-1]
+    feats = log_mel(torch.from_numpy(tone(freq, 0.5)), cfg)
+    assert int(feats.mean(0).argmax()) == int(np.argmin(np.abs(centers - freq)))
+
+
+def test_mel_frequencies_htk() -> None:
+    edges = mel_frequencies(40, 20.0, 7600.0)
+    assert edges[0] == pytest.approx(20.0) and edges[-1] == pytest.approx(7600.0)
+    assert 2595 * np.log10(1 + 1000 / 700) == pytest.approx(1000.0, abs=0.1)  # HTK: 1 kHz = 1000 mel
+    assert np.all(np.diff(edges) > 0)
+
+
+def test_log_mel_tracks_gain() -> None:
+    wav = torch.from_numpy(tone(1000, 0.5, amp=0.1))
+    loud, quiet = log_mel(wav), log_mel(wav / 10)
+    band = int(loud.mean(0).argmax())
+    # power spectrum: -20 dB in amplitude is log(100) in log power
+    assert float((loud - quiet)[:, band].mean()) == pytest.approx(np.log(100), abs=0.01)
+
+
+def test_log_mel_batch_equals_items() -> None:
+    rng = np.random.default_rng(0)
+    batch = torch.from_numpy(rng.standard_normal((3, 8000)).astype(np.float32) * 0.1)
+    stacked = log_mel(batch)
+    assert stacked.shape == (3, 1 + (8000 - 400) // 160, 40)
+    for i in range(3):
+        torch.testing.assert_close(stacked[i], log_mel(batch[i]), atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_log_mel_cuda_matches_cpu() -> None:
+    wav = torch.from_numpy(tone(700, 0.5))
+    torch.testing.assert_close(log_mel(wav.cuda()).cpu(), log_mel(wav), atol=1e-3, rtol=1e-4)
+
+
+# -------------------------------------------------------------------------------------------------- VAD
+
+
+PAD_MS = 60.0
+
+
+def _pad_and_trim(speech: np.ndarray, sr: int) -> tuple[np.ndarray, int, int]:
+    """Put 1 s of faint noise before and after speech -> (trimmed, first, last kept sample of the padded clip).
+
+    Checks the parts common to every clip: both padding seconds are cut (up to the pad margin) and trim_silence
+    returns exactly the speech_mask samples.
+    """
+    lead = (1e-4 * np.random.default_rng(0).standard_normal(sr)).astype(np.float32)
+    wav = np.concatenate([lead, speech, lead])
+    mask = speech_mask(wav, sr, threshold=0.5, pad_ms=PAD_MS)
+    first, last = int(np.argmax(mask)), len(mask) - int(np.argmax(mask[::-1]))
+    pad = PAD_MS * sr / 1000
+    assert sr - pad <= first and last <= sr + len(speech) + pad
+    trimmed = trim_silence(wav, sr, 0.5, PAD_MS, "speech")
+    np.testing.assert_array_equal(trimmed, wav[mask])
+    return trimmed, first, last
+
+
+def _check_onsets(speech: np.ndarray, sr: int) -> None:
+    """For clean speech (a clear onset and offset), VAD finds both within 0.2 s and keeps the words."""
+    trimmed, first, last = _pad_and_trim(speech, sr)
+    voiced = np.flatnonzero(np.abs(speech) > 0.05 * np.abs(speech).max())
+    onset, offset = sr + voiced[0], sr + voiced[-1]
+    assert onset - 0.2 * sr < first <= onset
+    assert offset <= last < offset + 0.2 * sr
+    assert len(trimmed) > 0.6 * (voiced[-1] - voiced[0])
+
+
+@pytest.fixture(scope="module")
+def espeak_speech(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    path = tmp_path_factory.mktemp("tts") / "speech.wav"
+    text = "The quick brown fox jumps over the lazy dog near the river bank."
+    subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True)
+    return normalize_volume(load_audio(path, target_sr=SR), "loudness", -25.0)
+
+
+def test_vad_trims_synthetic_speech(espeak_speech: np.ndarray) -> None:
+    _check_onsets(espeak_speech, SR)
+
+
+def test_vad_at_other_sample_rate(espeak_speech: np.ndarray) -> None:
+    _check_onsets(load_audio(espeak_speech, sr=SR, target_sr=22_050), 22_050)
+
+
+def test_preprocess_synthetic_speech(espeak_speech: np.ndarray) -> None:
+    feats = preprocess(espeak_speech, sr=SR)
+    assert feats.dtype == np.float32 and feats.shape[1] == 40
+    assert 100 < feats.shape[0] <= 1 + (len(espeak_speech) - 400) // 160
+    np.testing.assert_allclose(feats.mean(0), 0.0, atol=1e-4)  # mean normalisation
+    assert np.isfinite(feats).all()
+
+
+def test_vad_trims_librispeech(data_root: Path) -> None:
+    path = next(iter(sorted((data_root / "LibriSpeech" / "test-other").rglob("*.flac"))), None)
+    assert path is not None, f"no LibriSpeech test-other FLAC under {data_root}"
+    speech = load_audio(path)[: 6 * SR]  # 6 s keep the test fast
+    trimmed, _, _ = _pad_and_trim(speech, SR)
+    # read speech: pauses (and, in this clip, a ticking noise) go, but the speech, most of the energy, stays
+    assert 0.5 * len(speech) < len(trimmed) < len(speech)
+    assert np.sum(trimmed.astype(np.float64) ** 2) > 0.9 * np.sum(speech.astype(np.float64) ** 2)
+    assert preprocess(path).shape[1] == 40
