@@ -38,6 +38,7 @@ MAX_CHANNELS = 16  # a 2-D array with more "channels" than this is taken as a sh
 SILENCE_DBFS = -80.0  # peak level under which a recording is silent (16-bit dither sits near -90 dBFS)
 LOG_FLOOR = 1e-6  # added to mel energies before the log, so silent frames stay finite
 VAD_SAMPLE_RATES = (8_000, 16_000)  # the rates silero-vad accepts
+VAD_MIN_REGION_MS = 100  # shorter speech regions are dropped; silero's 250 ms default loses 1 s keyword clips
 
 
 # ---------------------------------------------------------------------------------------------------- loading
@@ -202,6 +203,7 @@ def speech_mask(wav: np.ndarray, sr: int, threshold: float = 0.5, pad_ms: float 
             model,
             threshold=threshold,
             sampling_rate=vad_sr,
+            min_speech_duration_ms=VAD_MIN_REGION_MS,
             speech_pad_ms=0,  # padding is applied below, in the caller's sample rate
         )
     scale = sr / vad_sr
