@@ -1,0 +1,142 @@
+"""Waveform augmentation applied at prepare time: each augmented copy is cached as an extra utterance.
+
+- ``speed``: resampling by 0.9 and 1.1 (soxr) changes tempo AND pitch, so each copy becomes a new pseudo-speaker
+  ``"<speaker>_sp0.9"`` (the Kaldi/VoxCeleb recipe).
+- ``noise``: additive noise at a random SNR: coloured noise (1/f^beta spectrum) made in numpy, or a random
+  excerpt of a noise file from a folder when one is given.
+- ``reverb``: convolution with a simulated room impulse response: exponentially decaying Gaussian noise with a
+  random RT60 in 0.2-0.8 s.
+
+All randomness comes from :func:`rng_for`, seeded by (seed, path, kind), so a copy is the same on every run
+and in every worker process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import soxr
+from scipy.signal import fftconvolve
+
+from ge2e.audio import load_audio
+from ge2e.errors import Ge2eError
+
+AUGMENTATIONS = ("speed", "noise", "reverb")
+SPEED_FACTORS = (0.9, 1.1)
+SNR_RANGE_DB = (5.0, 20.0)
+RT60_RANGE_S = (0.2, 0.8)
+NOISE_BETA_RANGE = (0.0, 2.0)  # spectral slope: 0 white, 1 pink, 2 brown
+DECAY_60DB = np.log(1000.0)  # amplitude falls by 60 dB (x 1/1000) over RT60 seconds
+
+
+def parse_augment(spec: str | Sequence[str] | None) -> list[str]:
+    """``"speed,noise"`` or ``["speed", "noise"]`` -> validated, de-duplicated kinds in canonical order."""
+    if spec is None:
+        return []
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    kinds = {s.strip() for s in items if s.strip()}
+    unknown = sorted(kinds - set(AUGMENTATIONS))
+    if unknown:
+        raise Ge2eError(f"unknown augmentation(s) {', '.join(unknown)}; choose from {', '.join(AUGMENTATIONS)}")
+    return [k for k in AUGMENTATIONS if k in kinds]
+
+
+def variants(kinds: Sequence[str]) -> list[str]:
+    """Names of the augmented copies made per file: ``speed`` gives ``speed0.9`` and ``speed1.1``."""
+    out: list[str] = []
+    for kind in kinds:
+        if kind == "speed":
+            out.extend(f"speed{f}" for f in SPEED_FACTORS)
+        else:
+            out.append(kind)
+    return out
+
+
+def pseudo_speaker(speaker: str, variant: str) -> str:
+    """Speaker id of an augmented copy: speed copies are new speakers ``"<speaker>_sp<factor>"``."""
+    return f"{speaker}_sp{variant.removeprefix('speed')}" if variant.startswith("speed") else speaker
+
+
+def rng_for(seed: int, path: str, variant: str) -> np.random.Generator:
+    """A generator that depends only on (seed, path, variant): deterministic across runs and processes."""
+    digest = hashlib.sha256(f"{seed}\0{path}\0{variant}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def speed_perturb(wav: np.ndarray, sr: int, factor: float) -> np.ndarray:
+    """Play (L,) samples ``factor`` times faster: (round(L / factor),) float32, pitch scaled by ``factor``."""
+    # reading the samples as if recorded at sr * factor and resampling to sr shortens them by 1 / factor
+    return soxr.resample(wav, sr * factor, sr, quality="HQ").astype(np.float32, copy=False)
+
+
+def coloured_noise(length: int, beta: float, rng: np.random.Generator) -> np.ndarray:
+    """(length,) float32 noise with power spectrum ~ 1/f^beta, unit RMS."""
+    spectrum = np.fft.rfft(rng.standard_normal(length))
+    freqs = np.fft.rfftfreq(length)
+    freqs[0] = freqs[1] if length > 1 else 1.0  # keep DC finite
+    noise = np.fft.irfft(spectrum / freqs ** (beta / 2), n=length)
+    return (noise / max(float(np.sqrt(np.mean(noise**2))), 1e-12)).astype(np.float32)
+
+
+def add_noise(wav: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """(L,) ``wav`` + ``noise`` (tiled or cut to L) scaled so that power(wav) / power(noise) is ``snr_db`` dB."""
+    noise = np.resize(noise.astype(np.float64), len(wav))  # np.resize repeats a short noise
+    p_signal = float(np.mean(np.square(wav, dtype=np.float64)))
+    p_noise = float(np.mean(noise**2))
+    if p_signal == 0.0 or p_noise == 0.0:
+        return wav.astype(np.float32, copy=True)
+    gain = np.sqrt(p_signal / (p_noise * 10.0 ** (snr_db / 10.0)))
+    return (wav + gain * noise).astype(np.float32)
+
+
+def simulated_rir(sr: int, rt60: float, rng: np.random.Generator) -> np.ndarray:
+    """(round(rt60 * sr),) float32 impulse response: a unit direct path then Gaussian noise whose amplitude
+    decays by 60 dB over ``rt60`` seconds; scaled to unit energy so reverberation keeps the level."""
+    n = max(2, round(rt60 * sr))
+    t = np.arange(n) / sr
+    rir = rng.standard_normal(n) * np.exp(-DECAY_60DB * t / rt60)
+    rir[0] = 1.0
+    return (rir / np.sqrt(np.sum(rir**2))).astype(np.float32)
+
+
+def reverberate(wav: np.ndarray, rir: np.ndarray) -> np.ndarray:
+    """(L,) ``wav`` convolved with ``rir``, cut to L samples (the tail past the end is dropped) -> float32."""
+    return fftconvolve(wav, rir, mode="full")[: len(wav)].astype(np.float32)
+
+
+def list_noise_files(folder: str | Path) -> list[str]:
+    """Sorted audio files under ``folder`` (sorted so the per-file choice is reproducible)."""
+    from ge2e.data.readers import AUDIO_EXTENSIONS
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise Ge2eError(f"{folder}: noise folder not found")
+    files = sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    if not files:
+        raise Ge2eError(f"{folder}: no audio files in the noise folder")
+    return files
+
+
+def _noise_for(length: int, sr: int, rng: np.random.Generator, noise_files: Sequence[str]) -> np.ndarray:
+    """``length`` samples of noise: coloured noise, or a random excerpt of a random file of ``noise_files``."""
+    if not noise_files:
+        return coloured_noise(length, float(rng.uniform(*NOISE_BETA_RANGE)), rng)
+    noise = load_audio(noise_files[int(rng.integers(len(noise_files)))], target_sr=sr)
+    start = int(rng.integers(max(1, len(noise) - length + 1)))
+    return noise[start : start + length]
+
+
+def augment(
+    wav: np.ndarray, sr: int, variant: str, rng: np.random.Generator, noise_files: Sequence[str] = ()
+) -> np.ndarray:
+    """Apply one variant (``speed0.9``, ``speed1.1``, ``noise``, ``reverb``) to (L,) float32 samples."""
+    if variant.startswith("speed"):
+        return speed_perturb(wav, sr, float(variant.removeprefix("speed")))
+    if variant == "noise":
+        return add_noise(wav, _noise_for(len(wav), sr, rng, noise_files), float(rng.uniform(*SNR_RANGE_DB)))
+    if variant == "reverb":
+        return reverberate(wav, simulated_rir(sr, float(rng.uniform(*RT60_RANGE_S)), rng))
+    raise ValueError(f"unknown augmentation variant {variant!r}")

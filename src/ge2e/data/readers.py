@@ -1,0 +1,235 @@
+"""Corpus readers: a folder of audio files -> a manifest, a list of :class:`Utterance`.
+
+Supported layouts (``layout=`` name, then the file names it expects under ``root``):
+
+- ``librispeech``: ``[<subset>/]<spk>/<chapter>/<spk>-<chapter>-<n>.flac``; corpus ``LibriSpeech``.
+- ``voxceleb``: ``<id>/<video>/<n>.wav|.m4a`` with ``<id>`` like ``id10001`` (VoxCeleb1 and 2); m4a needs ffmpeg.
+- ``speech_commands``: ``<word>/<8 hex digits>_nohash_<n>.<ext>``; label = word; folders starting with ``_``
+  (``_background_noise_``) are skipped.
+- ``dspspeech``: ``<spk>/<spk>-<word>-<rep>.<ext>``; label = word; corpus ``DSPSpeech-20``.
+- ``fsdd``: ``<digit>_<name>_<n>.wav`` (Free Spoken Digit Dataset); speaker = name, label = digit.
+- ``generic``: ``<speaker>/**/<utt>.<ext>``: the first folder under ``root`` is the speaker.
+
+The corpus name is the ``corpus=`` argument, else the layout's fixed name above, else the name of ``root``
+(so ``/data/speech_commands_v0.02_test`` gives the name used by the official split files).
+
+Auto-detection (``layout="auto"``) lists the audio files once and picks the first layout, in the order
+voxceleb, librispeech, speech_commands, dspspeech, fsdd, generic, whose file-name pattern matches EVERY audio
+file (after that layout's own skip rule): the specific layouts come first because ``generic`` accepts any
+file inside a sub-folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ge2e.errors import AudioDecodeError, Ge2eError
+
+logger = logging.getLogger(__name__)
+
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".opus", ".ogg", ".mp3", ".m4a"})
+FFMPEG_EXTENSIONS = frozenset({".m4a"})  # containers soundfile (libsndfile) cannot decode
+SPLITS = ("train", "dev", "test")
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One audio file of a corpus. ``speaker`` is the corpus's own id; :attr:`key` is unique across corpora."""
+
+    path: str
+    speaker: str
+    label: str = ""
+    corpus: str = ""
+
+    @property
+    def key(self) -> str:
+        """Globally unique speaker key ``"<corpus>/<speaker>"``."""
+        return f"{self.corpus}/{self.speaker}"
+
+
+# A parser maps a file's path parts relative to the root -> (speaker, label), or None when the name does not
+# fit the layout.
+Parser = Callable[[tuple[str, ...]], tuple[str, str] | None]
+
+_LIBRI = re.compile(r"^(\d+)-(\d+)-(\d+)\.flac$")
+_VOX_ID = re.compile(r"^id\d+$")
+_SC = re.compile(r"^([0-9a-f]{8})_nohash_\d+\.\w+$")
+_DSP = re.compile(r"^([^-]+)-([^-]+)-(\d+)\.\w+$")
+_FSDD = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
+
+
+def _parse_librispeech(parts: tuple[str, ...]) -> tuple[str, str] | None:
+    m = _LIBRI.match(parts[-1])
+    if m is None or len(parts) < 3 or parts[-3] != m[1] or parts[-2] != m[2]:
+        return None
+    return m[1], ""
+
+
+def _parse_voxceleb(parts: tuple[str, ...]) -> tuple[str, str] | None:
+    if len(parts) < 3 or not _VOX_ID.match(parts[-3]) or Path(parts[-1]).suffix not in (".wav", ".m4a"):
+        return None
+    return parts[-3], ""
+
+
+def _parse_speech_commands(parts: tuple[str, ...]) -> tuple[str, str] | None:
+    m = _SC.match(parts[-1])
+    if m is None or len(parts) != 2:
+        return None
+    return m[1], parts[0]
+
+
+def _parse_dspspeech(parts: tuple[str, ...]) -> tuple[str, str] | None:
+    m = _DSP.match(parts[-1])
+    if m is None or len(parts) != 2 or parts[0] != m[1]:
+        return None
+    return m[1], m[2]
+
+
+def _parse_fsdd(parts: tuple[str, ...]) -> tuple[str, str] | None:
+    m = _FSDD.match(parts[-1])
+    return None if m is None else (m[2], m[1])
+
+
+def _parse_generic(parts: tuple[str, ...]) -> tuple[str, str] | None:
+    return (parts[0], "") if len(parts) >= 2 else None
+
+
+def _skip_speech_commands(parts: tuple[str, ...]) -> bool:
+    return parts[0].startswith("_")  # _background_noise_ holds long noise clips, no speaker
+
+
+def _skip_nothing(parts: tuple[str, ...]) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A corpus layout: how to name speakers and labels from a path, what to skip, the corpus's fixed name."""
+
+    name: str
+    parse: Parser
+    skip: Callable[[tuple[str, ...]], bool] = _skip_nothing
+    corpus: str = ""  # empty: the name of the root folder
+
+
+# Detection order: most specific first (see the module docstring).
+LAYOUTS: dict[str, Layout] = {
+    layout.name: layout
+    for layout in (
+        Layout("voxceleb", _parse_voxceleb),
+        Layout("librispeech", _parse_librispeech, corpus="LibriSpeech"),
+        Layout("speech_commands", _parse_speech_commands, _skip_speech_commands),
+        Layout("dspspeech", _parse_dspspeech, corpus="DSPSpeech-20"),
+        Layout("fsdd", _parse_fsdd, corpus="FSDD"),
+        Layout("generic", _parse_generic),
+    )
+}
+
+
+def list_audio(root: Path) -> list[tuple[str, ...]]:
+    """Path parts (relative to ``root``) of every audio file under ``root``, sorted; hidden entries ignored."""
+    files = []
+    for path in root.rglob("*"):
+        rel = path.relative_to(root).parts
+        if path.suffix.lower() in AUDIO_EXTENSIONS and not any(p.startswith(".") for p in rel) and path.is_file():
+            files.append(rel)
+    return sorted(files)
+
+
+def detect_layout(files: list[tuple[str, ...]], root: Path | str = "<root>") -> Layout:
+    """The first layout of :data:`LAYOUTS` whose pattern fits every (non-skipped) file; Ge2eError if none."""
+    for layout in LAYOUTS.values():
+        kept = [parts for parts in files if not layout.skip(parts)]
+        if kept and all(layout.parse(parts) is not None for parts in kept):
+            return layout
+    raise Ge2eError(f"{root}: cannot detect the corpus layout; pass one of {', '.join(LAYOUTS)} explicitly")
+
+
+def read_corpus(root: str | Path, layout: str = "auto", corpus: str | None = None) -> list[Utterance]:
+    """Manifest of the corpus under ``root``, sorted by path (layouts and detection: module docstring).
+
+    With an explicit layout, files whose names do not fit it are skipped with a logged warning.
+
+    Raises:
+        Ge2eError: ``root`` is not a folder, holds no audio, the layout is unknown or cannot be detected, or
+            it holds m4a files and ffmpeg is not installed.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise Ge2eError(f"{root}: corpus folder not found")
+    files = list_audio(root)
+    if not files:
+        raise Ge2eError(f"{root}: no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})")
+    if layout == "auto":
+        chosen = detect_layout(files, root)
+        logger.info("%s: detected layout %s", root, chosen.name)
+    elif layout in LAYOUTS:
+        chosen = LAYOUTS[layout]
+    else:
+        raise Ge2eError(f"unknown layout {layout!r}; choose from auto, {', '.join(LAYOUTS)}")
+    name = corpus or chosen.corpus or root.resolve().name
+    manifest, misfits = [], 0
+    for parts in files:
+        if chosen.skip(parts):
+            continue
+        parsed = chosen.parse(parts)
+        if parsed is None:
+            misfits += 1
+            continue
+        manifest.append(Utterance(str(root.joinpath(*parts)), parsed[0], parsed[1], name))
+    if misfits:
+        logger.warning("%s: skipped %d file(s) whose names do not fit the %s layout", root, misfits, chosen.name)
+    if any(Path(u.path).suffix.lower() in FFMPEG_EXTENSIONS for u in manifest):
+        require_ffmpeg()
+    return manifest
+
+
+def load_split(data_root: str | Path, corpus: str, split: str) -> set[str]:
+    """Speaker ids of an official split: ``<data_root>/splits/<corpus>.<split>.txt``, one id per line.
+
+    Raises:
+        Ge2eError: unknown split name or missing split file.
+    """
+    if split not in SPLITS:
+        raise Ge2eError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    return read_speaker_list(Path(data_root) / "splits" / f"{corpus}.{split}.txt")
+
+
+def read_speaker_list(path: str | Path) -> set[str]:
+    """Speaker ids (or ``corpus/speaker`` keys) listed one per line; blank lines and ``#`` comments ignored."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise Ge2eError(f"{path}: cannot read speaker list ({exc.strerror or exc})") from None
+    return {s for line in lines if (s := line.split("#", 1)[0].strip())}
+
+
+def require_ffmpeg() -> str:
+    """Path of the ffmpeg executable; Ge2eError when it is not installed."""
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        raise Ge2eError("m4a audio (VoxCeleb2) needs ffmpeg, which is not installed (e.g. apt-get install ffmpeg)")
+    return exe
+
+
+def decode_ffmpeg(path: str | Path, sample_rate: int = 16_000) -> np.ndarray:
+    """Decode any ffmpeg-readable file (m4a/AAC) -> (L,) float32 mono samples at ``sample_rate``.
+
+    Raises:
+        Ge2eError: ffmpeg missing; AudioDecodeError: ffmpeg failed on this file.
+    """
+    cmd = [require_ffmpeg(), "-nostdin", "-v", "error", "-i", str(path), "-ac", "1", "-ar", str(sample_rate)]
+    proc = subprocess.run([*cmd, "-f", "f32le", "-"], capture_output=True, check=False)
+    if proc.returncode != 0:
+        reason = (proc.stderr.decode(errors="replace").strip().splitlines() or ["ffmpeg failed"])[-1]
+        raise AudioDecodeError(path, f"cannot decode audio ({reason})")
+    return np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)

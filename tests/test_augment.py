@@ -1,0 +1,109 @@
+"""Waveform augmentation: speed perturbation, additive noise at an SNR, simulated reverberation."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from ge2e.data.augment import (
+    add_noise,
+    augment,
+    coloured_noise,
+    parse_augment,
+    pseudo_speaker,
+    reverberate,
+    rng_for,
+    simulated_rir,
+    speed_perturb,
+    variants,
+)
+from ge2e.errors import Ge2eError
+
+SR = 16_000
+
+
+def harmonic(seconds: float = 1.0) -> np.ndarray:
+    """A speech-like signal: 150 Hz harmonics under a 4 Hz syllable envelope."""
+    t = np.arange(round(seconds * SR)) / SR
+    tone = sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 8))
+    return (0.2 * tone * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t))).astype(np.float32)
+
+
+def power(x: np.ndarray) -> float:
+    return float(np.mean(np.square(x, dtype=np.float64)))
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_speed_changes_duration_and_pitch(factor: float) -> None:
+    wav = harmonic(2.0)
+    out = speed_perturb(wav, SR, factor)
+    assert out.dtype == np.float32 and abs(len(out) - len(wav) / factor) <= 1
+    # the fundamental moves by the same factor: a new voice, hence a pseudo-speaker
+    spectrum = np.abs(np.fft.rfft(out))
+    peak_hz = np.argmax(spectrum) * SR / len(out)
+    assert abs(peak_hz - 150 * factor) < 3
+    assert pseudo_speaker("103", f"speed{factor}") == f"103_sp{factor}"
+    assert pseudo_speaker("103", "noise") == "103"
+
+
+@pytest.mark.parametrize("snr_db", [0.0, 5.0, 12.5, 20.0])
+@pytest.mark.parametrize("beta", [0.0, 1.0, 2.0])
+def test_noise_hits_snr(snr_db: float, beta: float) -> None:
+    wav = harmonic()
+    noise = coloured_noise(len(wav) // 3, beta, np.random.default_rng(1))  # shorter than wav: tiled
+    out = add_noise(wav, noise, snr_db)
+    assert out.shape == wav.shape and out.dtype == np.float32
+    measured = 10 * np.log10(power(wav) / power(out - wav))
+    assert abs(measured - snr_db) < 0.5
+
+
+def test_coloured_noise_slope() -> None:
+    rng = np.random.default_rng(0)
+    white, brown = coloured_noise(SR, 0.0, rng), coloured_noise(SR, 2.0, rng)
+    assert power(white) == pytest.approx(1.0, rel=1e-3) and np.isfinite(brown).all()
+
+    def low_share(x: np.ndarray) -> float:
+        spec = np.abs(np.fft.rfft(x)) ** 2
+        return float(spec[: len(spec) // 8].sum() / spec.sum())
+
+    assert low_share(brown) > 0.9 > 0.5 > low_share(white)
+
+
+def test_rir_decays_and_reverb_keeps_length() -> None:
+    rng = np.random.default_rng(0)
+    rir = simulated_rir(SR, 0.5, rng)
+    assert len(rir) == SR // 2 and np.isfinite(rir).all()
+    assert np.sum(rir.astype(np.float64) ** 2) == pytest.approx(1.0, rel=1e-5)
+    quarters = [power(q) for q in np.array_split(rir[1:], 4)]
+    assert all(a > 10 * b for a, b in itertools.pairwise(quarters))  # ~15 dB per RT60/4
+
+    wav = harmonic()
+    out = reverberate(wav, rir)
+    assert out.shape == wav.shape and out.dtype == np.float32 and np.isfinite(out).all()
+    # an impulse comes out as a decaying tail
+    click = np.zeros(SR, np.float32)
+    click[100] = 1.0
+    tail = reverberate(click, rir)[101:]
+    assert power(tail[:1000]) > 100 * power(tail[6000:7000]) > 0
+
+
+def test_augment_is_deterministic_per_file() -> None:
+    wav = harmonic()
+    a = augment(wav, SR, "noise", rng_for(0, "x.wav", "noise"))
+    b = augment(wav, SR, "noise", rng_for(0, "x.wav", "noise"))
+    c = augment(wav, SR, "noise", rng_for(0, "y.wav", "noise"))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert augment(wav, SR, "reverb", rng_for(0, "x.wav", "reverb")).shape == wav.shape
+    with pytest.raises(ValueError, match="unknown"):
+        augment(wav, SR, "pitch", rng_for(0, "x.wav", "pitch"))
+
+
+def test_parse_augment() -> None:
+    assert parse_augment("reverb, speed,,speed") == ["speed", "reverb"]
+    assert parse_augment(None) == parse_augment("") == []
+    assert variants(["speed", "noise"]) == ["speed0.9", "speed1.1", "noise"]
+    with pytest.raises(Ge2eError, match="pitch"):
+        parse_augment("speed,pitch")
