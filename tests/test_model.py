@@ -6,7 +6,7 @@ import torch
 
 from ge2e.config import InferenceConfig, ModelConfig
 from ge2e.errors import CheckpointError
-from ge2e.inference import utterance_embedding, window_starts, windows
+from ge2e.inference import embed_mels, utterance_embedding, window_starts, windows
 from ge2e.model import SpeakerEncoder, preset
 
 TINY = ModelConfig(hidden_size=16, proj_size=8, num_layers=2)
@@ -37,6 +37,13 @@ def test_linear_layer_when_no_projection():
     model = SpeakerEncoder(ModelConfig(hidden_size=12, proj_size=0, num_layers=1))
     assert model.linear is not None and model.embedding_size == 12
     assert model.embed_frames(torch.randn(2, 10, 40)).shape == (2, 12)
+    full = SpeakerEncoder(ModelConfig(hidden_size=12, proj_size=0, num_layers=1, proj_grad_scale=1.0))
+    full.load_state_dict(model.state_dict())
+    x = torch.randn(2, 10, 40)
+    model(x).sum().backward()
+    full(x).sum().backward()
+    torch.testing.assert_close(model.linear.weight.grad, 0.5 * full.linear.weight.grad)
+    torch.testing.assert_close(model.linear.bias.grad, full.linear.bias.grad)
 
 
 def test_projection_gradient_scale():
@@ -116,3 +123,12 @@ def test_bad_checkpoints(tmp_path):
     torch.save(data, mismatch)
     with pytest.raises(CheckpointError, match="inconsistent"):
         SpeakerEncoder.load(mismatch)
+
+
+def test_embed_mels_batches_across_utterances_like_one_by_one():
+    model = SpeakerEncoder(TINY, inference=InferenceConfig(batch_windows=3))
+    rng = np.random.default_rng(1)
+    mels = [torch.from_numpy(rng.standard_normal((t, 40)).astype(np.float32)) for t in (50, 400, 160, 50, 250)]
+    got = embed_mels(model, mels, model.inference)
+    for u, mel in enumerate(mels):
+        np.testing.assert_allclose(got[u].numpy(), model.embed_mel(mel), rtol=1e-4, atol=1e-5)

@@ -86,8 +86,11 @@ class SourceConfig:
 
     cache: str = ""
     weight: float = 1.0
-    speakers_file: str = ""  # optional list of speaker ids to keep (e.g. an official train split)
+    # Speakers to keep: official splits named "<corpus>.<split>" (read from $GE2E_DATA/splits), or paths to
+    # text files of "<corpus>/<speaker>" keys. Empty keeps every speaker of the cache.
+    splits: list[str] = field(default_factory=list)
     label: str = ""  # keep only utterances with this keyword label (text-dependent training)
+    augmented: bool = True  # include augmented copies made by `ge2e prepare --augment`
 
 
 @dataclass
@@ -99,8 +102,22 @@ class DataConfig:
     utterances_per_speaker: int = 10
     min_frames: int = 140
     max_frames: int = 180
+    # Speakers with fewer utterances than this are left out; those with fewer than M (but at least this many)
+    # are sampled with replacement, each draw getting its own random crop.
+    min_utterances: int = 2
+    # Utterances shorter than the crop: "concat" appends other utterances of the same speaker (text-independent),
+    # "pad" left-pads with zeros (the mean of normalised features) so a keyword stays one keyword.
+    short: Literal["concat", "pad"] = "concat"
     num_workers: int = 2
-    augment: bool = False
+
+
+@dataclass
+class ValConfig:
+    """Periodic validation EER on held-out speakers (official dev splits), never on training batches."""
+
+    sources: list[SourceConfig] = field(default_factory=list)
+    every: int = 500
+    trials: int = 4000
 
 
 @dataclass
@@ -125,9 +142,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    val: DataConfig | None = None
-    val_every: int = 500
-    val_trials: int = 2000
+    val: ValConfig = field(default_factory=ValConfig)
     steps: int = 10_000
     checkpoint_every: int = 500
     seed: int = 0
@@ -158,6 +173,7 @@ _NESTED = {
     "DataConfig": DataConfig,
     "OptimConfig": OptimConfig,
     "SourceConfig": SourceConfig,
+    "ValConfig": ValConfig,
     "InferenceConfig": InferenceConfig,
 }
 
@@ -184,6 +200,25 @@ def load_config(path: str | Path, cls: type = TrainConfig) -> Any:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
     return _build(cls, data or {}, str(path))
+
+
+def apply_overrides(config: Any, overrides: list[str]) -> Any:
+    """Set dotted keys from ``key.sub=value`` strings (values parsed as YAML), e.g. ``data.num_workers=0``."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r}: expected key=value")
+        *parents, name = key.split(".")
+        target = config
+        for part in parents:
+            target = getattr(target, part, None)
+            if target is None or not dataclasses.is_dataclass(target):
+                raise ConfigError(f"override {item!r}: {part!r} is not a config section")
+        fields = {f.name: f for f in dataclasses.fields(target)}
+        if name not in fields:
+            raise ConfigError(f"override {item!r}: unknown key {name!r}")
+        setattr(target, name, _convert(fields[name].type, yaml.safe_load(raw), key))
+    return config
 
 
 def to_dict(config: Any) -> dict:

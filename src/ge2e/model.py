@@ -23,10 +23,12 @@ from ge2e.errors import CheckpointError
 CHECKPOINT_FORMAT = "ge2e.SpeakerEncoder"
 CHECKPOINT_VERSION = 1
 
-# "small" is sized for CPU training: see docs/model.md and benchmarks/presets.py for the measurement.
+# "small" is sized for CPU training. PyTorch's oneDNN LSTM kernel does not support proj_size, and the fallback
+# is ~5x slower per training step on CPU (benchmarks/presets.py), so "small" uses 256 cells without projection
+# and the paper's linear layer after the last frame (the size of Resemblyzer's encoder).
 PRESETS: dict[str, ModelConfig] = {
     "paper": ModelConfig(hidden_size=768, proj_size=256, num_layers=3),
-    "small": ModelConfig(hidden_size=256, proj_size=128, num_layers=3),
+    "small": ModelConfig(hidden_size=256, proj_size=0, num_layers=3),
 }
 
 
@@ -70,12 +72,17 @@ class SpeakerEncoder(nn.Module):
         return self.config.proj_size or self.config.hidden_size
 
     def _scale_projection_gradients(self, scale: float) -> None:
-        """Multiply gradients of the LSTM projection weights by ``scale`` (paper: 0.5)."""
+        """Multiply gradients of the projection weights by ``scale`` (paper: 0.5).
+
+        The projection is the LSTM's ``weight_hr`` matrices, or the linear layer that replaces it.
+        """
         if scale == 1.0:
             return
-        for name, param in self.lstm.named_parameters():
-            if name.startswith("weight_hr"):
-                param.register_hook(lambda grad, s=scale: grad * s)
+        projections = [p for name, p in self.lstm.named_parameters() if name.startswith("weight_hr")]
+        if self.linear is not None:
+            projections.append(self.linear.weight)
+        for param in projections:
+            param.register_hook(lambda grad, s=scale: grad * s)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """d-vectors of fixed-length segments.

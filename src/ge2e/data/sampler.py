@@ -1,0 +1,132 @@
+"""The GE2E batch contract: N speakers x M utterances, one random crop length per batch (paper, Sec. 3).
+
+Every batch is a pure function of ``(seed, rank, step)``. That makes training reproducible, lets DataLoader
+workers build batches in parallel while keeping their order, and makes resuming exact: restarting at step k
+draws the very batches an uninterrupted run would have drawn, with no sampler state to save.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ge2e.config import DataConfig, SourceConfig
+from ge2e.data.cache import FeatureCache
+from ge2e.data.readers import load_split, read_speaker_list
+from ge2e.errors import ConfigError
+
+
+def data_root() -> Path:
+    """The shared corpora folder: ``$GE2E_DATA`` or ``../shared/data``."""
+    return Path(os.environ.get("GE2E_DATA", "../shared/data"))
+
+
+def resolve_speakers(splits: list[str]) -> set[str] | None:
+    """Speaker keys ``"<corpus>/<speaker>"`` of the named official splits or speaker-list files."""
+    if not splits:
+        return None
+    keys: set[str] = set()
+    for item in splits:
+        if Path(item).suffix == ".txt" and Path(item).exists():
+            keys |= read_speaker_list(item)
+            continue
+        corpus, _, split = item.rpartition(".")
+        if not corpus:
+            raise ConfigError(f"split {item!r}: expected '<corpus>.<split>' or a speaker-list .txt file")
+        keys |= {f"{corpus}/{spk}" for spk in load_split(data_root(), corpus, split)}
+    return keys
+
+
+@dataclass
+class SpeakerPool:
+    """The utterances of one data source grouped by speaker: ``groups[s]`` indexes ``cache``."""
+
+    cache: FeatureCache
+    speakers: list[str]
+    groups: list[np.ndarray]
+    name: str = ""
+
+    @classmethod
+    def from_source(cls, source: SourceConfig, min_utterances: int = 1) -> SpeakerPool:
+        cache = FeatureCache(source.cache)
+        indices = cache.select(resolve_speakers(source.splits), source.label or None, source.augmented)
+        return cls.from_indices(cache, indices, min_utterances, name=f"{source.cache}:{source.label or '*'}")
+
+    @classmethod
+    def from_indices(
+        cls, cache: FeatureCache, indices: list[int], min_utterances: int = 1, name: str = ""
+    ) -> SpeakerPool:
+        by_speaker: dict[str, list[int]] = {}
+        for i in indices:
+            by_speaker.setdefault(cache.utterances[i].key, []).append(i)
+        kept = sorted(k for k, v in by_speaker.items() if len(v) >= min_utterances)
+        return cls(cache, kept, [np.asarray(by_speaker[k]) for k in kept], name)
+
+    def __len__(self) -> int:
+        return len(self.speakers)
+
+
+def crop(frames: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
+    """A random ``(length, n_mels)`` window of ``(T, n_mels)`` frames, T >= length."""
+    start = int(rng.integers(0, frames.shape[0] - length + 1))
+    return frames[start : start + length]
+
+
+def fit_length(
+    pool: SpeakerPool, speaker: int, utterance: int, length: int, short: str, rng: np.random.Generator
+) -> np.ndarray:
+    """``(length, n_mels)`` frames of one utterance: a random crop, extended first when it is too short."""
+    frames = pool.cache.features(utterance)
+    if frames.shape[0] < length:
+        if short == "pad":
+            pad = np.zeros((length - frames.shape[0], frames.shape[1]), dtype=frames.dtype)
+            return np.concatenate([pad, frames])
+        parts = [frames]
+        total = frames.shape[0]
+        while total < length:
+            extra = pool.cache.features(int(rng.choice(pool.groups[speaker])))
+            parts.append(extra)
+            total += extra.shape[0]
+        frames = np.concatenate(parts)
+    return crop(frames, length, rng)
+
+
+class BatchDataset(torch.utils.data.Dataset):
+    """Map-style dataset whose item ``step`` is that step's batches, one ``(N, M, T, n_mels)`` tensor per pool.
+
+    With several pools (MultiReader) every pool contributes one batch per step, all with the same crop length.
+    """
+
+    def __init__(self, pools: list[SpeakerPool], cfg: DataConfig, seed: int, rank: int = 0, steps: int = 10**9):
+        for pool in pools:
+            if len(pool) < cfg.speakers_per_batch:
+                raise ConfigError(
+                    f"data source {pool.name} has {len(pool)} speakers with >= {cfg.min_utterances} utterances; "
+                    f"a batch needs N={cfg.speakers_per_batch}"
+                )
+        if not 1 <= cfg.min_frames <= cfg.max_frames:
+            raise ConfigError(
+                f"crop lengths must satisfy 1 <= min_frames <= max_frames, got {cfg.min_frames}, {cfg.max_frames}"
+            )
+        self.pools, self.cfg, self.seed, self.rank, self.steps = pools, cfg, seed, rank, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, step: int) -> list[torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.rank, step])
+        length = int(rng.integers(self.cfg.min_frames, self.cfg.max_frames + 1))
+        return [torch.from_numpy(self._batch(pool, length, rng)) for pool in self.pools]
+
+    def _batch(self, pool: SpeakerPool, length: int, rng: np.random.Generator) -> np.ndarray:
+        n, m = self.cfg.speakers_per_batch, self.cfg.utterances_per_speaker
+        out = np.empty((n, m, length, pool.cache.audio_config.n_mels), dtype=np.float32)
+        for j, speaker in enumerate(rng.choice(len(pool), size=n, replace=False)):
+            group = pool.groups[speaker]
+            for i, utterance in enumerate(rng.choice(group, size=m, replace=len(group) < m)):
+                out[j, i] = fit_length(pool, speaker, int(utterance), length, self.cfg.short, rng)
+        return out
