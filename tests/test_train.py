@@ -14,8 +14,16 @@ import pytest
 import torch
 import yaml
 
-from ge2e.config import DataConfig, LossConfig, ModelConfig, OptimConfig, SourceConfig, TrainConfig, ValConfig
-from ge2e.config import save_config
+from ge2e.config import (
+    DataConfig,
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
+    SourceConfig,
+    TrainConfig,
+    ValConfig,
+    save_config,
+)
 from ge2e.data.cache import FeatureCache, prepare
 from ge2e.data.readers import read_corpus
 from ge2e.data.sampler import BatchDataset, SpeakerPool
@@ -75,7 +83,6 @@ def read_losses(out: Path) -> dict[int, float]:
 
 
 def test_batches_are_n_by_m_with_one_crop_length(small_cache):
-    cache, train_list, _ = small_cache
     cfg = tiny_config(*small_cache, Path("unused"))
     pool = SpeakerPool.from_source(cfg.data.sources[0], 2)
     assert len(pool) == 8
