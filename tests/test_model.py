@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from ge2e.config import InferenceConfig, ModelConfig
+from ge2e.config import AudioConfig, InferenceConfig, ModelConfig
 from ge2e.errors import CheckpointError
-from ge2e.inference import embed_mels, utterance_embedding, window_starts, windows
+from ge2e.inference import embed_files, embed_mels, utterance_embedding, window_starts, windows
 from ge2e.model import SpeakerEncoder, preset
 
 TINY = ModelConfig(hidden_size=16, proj_size=8, num_layers=2)
@@ -132,3 +132,20 @@ def test_embed_mels_batches_across_utterances_like_one_by_one():
     got = embed_mels(model, mels, model.inference)
     for u, mel in enumerate(mels):
         np.testing.assert_allclose(got[u].numpy(), model.embed_mel(mel), rtol=1e-4, atol=1e-5)
+
+
+def test_embed_files_skips_bad_files_and_keeps_going(tmp_path):
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    t = np.arange(32000) / 16000
+    voiced = (np.sin(2 * np.pi * 150 * t) * (1 + np.sin(2 * np.pi * 3 * t)) * 0.3).astype(np.float32)
+    good = tmp_path / "good.wav"
+    sf.write(good, voiced + 0.01 * rng.standard_normal(32000).astype(np.float32), 16000)
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF" + bytes(rng.integers(0, 255, 100, dtype=np.uint8)))
+    model = SpeakerEncoder(TINY, audio=AudioConfig(vad=False))
+    result = embed_files(model, [corrupt, good, tmp_path / "missing.wav"], progress=False)
+    assert result.paths == [str(good)] and result.embeddings.shape == (1, 8)
+    assert set(result.errors) == {str(corrupt), str(tmp_path / "missing.wav")}
+    np.testing.assert_allclose(result.embeddings[0], model.embed_utterance(good), rtol=1e-4, atol=1e-5)

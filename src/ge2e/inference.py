@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
-from ge2e.config import InferenceConfig
+from ge2e.config import AudioConfig, InferenceConfig
+from ge2e.errors import AudioError
+
+logger = logging.getLogger(__name__)
 
 
 def window_starts(num_frames: int, cfg: InferenceConfig = InferenceConfig()) -> list[int]:
@@ -62,3 +72,51 @@ def embed_mels(
             dvectors[rows[lo : lo + cfg.batch_windows]] = model(batch).float().cpu()
     summed = torch.zeros(len(mels), dvectors.shape[1]).index_add_(0, owner, dvectors)
     return torch.nn.functional.normalize(summed, dim=-1)
+
+
+@dataclass
+class EmbeddedFiles:
+    """Result of :func:`embed_files`: ``(U, D)`` d-vectors of the files that worked, and why the others failed."""
+
+    paths: list[str]
+    embeddings: np.ndarray
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        return dict(zip(self.paths, self.embeddings, strict=True))
+
+
+def embed_files(
+    model: torch.nn.Module,
+    paths: Sequence[str | Path],
+    batch_size: int = 32,
+    progress: bool = True,
+    audio: AudioConfig | None = None,
+) -> EmbeddedFiles:
+    """d-vectors of many audio files, ``batch_size`` utterances at a time with windows batched across them.
+
+    A file that cannot be used (missing, corrupt, silent, too short, ...) is skipped, logged, and listed in
+    ``errors`` with its one-line reason; the others are still embedded.
+    """
+    from ge2e.audio import preprocess
+
+    audio = audio or model.audio
+    kept: list[str] = []
+    chunks: list[torch.Tensor] = []
+    errors: dict[str, str] = {}
+    pending: list[torch.Tensor] = []
+    for path in tqdm(paths, desc="embed", unit="file", disable=not progress, dynamic_ncols=True):
+        try:
+            pending.append(torch.from_numpy(preprocess(path, cfg=audio)))
+            kept.append(str(path))
+        except AudioError as exc:
+            errors[str(path)] = exc.problem
+            logger.warning("skipped %s", exc)
+        if len(pending) == batch_size:
+            chunks.append(embed_mels(model, pending, model.inference))
+            pending = []
+    if pending:
+        chunks.append(embed_mels(model, pending, model.inference))
+    dim = model.embedding_size
+    embeddings = torch.cat(chunks).numpy() if chunks else np.zeros((0, dim), dtype=np.float32)
+    return EmbeddedFiles(kept, embeddings, errors)
