@@ -180,6 +180,9 @@ _NESTED = {
 
 def _convert(annotation: Any, value: Any, where: str) -> Any:
     text = str(annotation)
+    if text == "str" and not isinstance(value, str):
+        # YAML reads bare yes/no/on/off as booleans: a keyword label "no" must be quoted.
+        raise ConfigError(f"{where}: expected a string, got {value!r} (quote it in YAML)")
     for name, cls in _NESTED.items():
         if text.startswith(f"list[{name}]"):
             if not isinstance(value, list):
