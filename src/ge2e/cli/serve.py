@@ -1,0 +1,107 @@
+"""``ge2e serve``: the speaker verification HTTP service (FastAPI + uvicorn; ``pip install ge2e[serve]``)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="run the speaker verification HTTP service",
+        description="Serve enroll / verify / identify / embed over HTTP (OpenAPI docs at /docs). API keys come "
+        "from the environment variable GE2E_API_KEYS (comma-separated) and/or --api-key-file; the service "
+        "refuses to start without one.",
+    )
+    p.add_argument("--db", required=True, metavar="FILE", help="SQLite speaker database (created if missing)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    p.add_argument("--model", metavar="PATH", help="speaker-encoder checkpoint (default: the bundled model)")
+    p.add_argument(
+        "--threshold", type=float, metavar="T", help="accept when cosine score >= T (default: the model's calibration)"
+    )
+    p.add_argument("--api-key-file", metavar="FILE", help="file of API keys, one per line ('#' comments)")
+    p.add_argument("--max-upload-mb", type=float, default=10.0, help="request body limit in MiB (default 10)")
+    p.add_argument("--max-audio-seconds", type=float, default=60.0, help="audio limit per file (default 60)")
+    p.add_argument("--max-enroll-files", type=int, default=10, help="audio files per enrollment (default 10)")
+    p.add_argument("--workers", type=int, default=1, help="inference threads (default 1)")
+    p.add_argument("--queue", type=int, default=8, help="requests that may wait for a thread; more get 503 (default 8)")
+    p.add_argument("--threads", type=int, help="torch threads per inference (default: torch's choice)")
+    p.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error"), help="uvicorn log level"
+    )
+    p.set_defaults(func=run)
+
+
+def _check_limits(args: argparse.Namespace) -> None:
+    from ge2e.errors import ConfigError
+
+    checks = [
+        (1 <= args.port <= 65535, f"--port must be in 1..65535, got {args.port}"),
+        (args.max_upload_mb > 0, "--max-upload-mb must be > 0"),
+        (args.max_audio_seconds > 0, "--max-audio-seconds must be > 0"),
+        (args.max_enroll_files >= 1, "--max-enroll-files must be >= 1"),
+        (args.workers >= 1, "--workers must be >= 1"),
+        (args.queue >= 0, "--queue must be >= 0"),
+        (args.threads is None or args.threads >= 1, "--threads must be >= 1"),
+        (args.threshold is None or -1.0 <= args.threshold <= 1.0, "--threshold must be a cosine score in [-1, 1]"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ge2e.errors import Ge2eError
+
+    _check_limits(args)
+    try:
+        import uvicorn
+
+        from ge2e.serve import ServeConfig, SpeakerStore, create_app, model_id
+        from ge2e.serve.auth import load_keys
+    except ImportError as exc:
+        raise Ge2eError(
+            f"the service needs the serve extra ({exc.name} is missing): pip install 'ge2e[serve]'"
+        ) from None
+    import torch
+
+    from ge2e.api import default_threshold, load_model
+
+    keys = load_keys(args.api_key_file)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model(args.model)
+    threshold = default_threshold(model) if args.threshold is None else args.threshold
+    fingerprint = model_id(model)
+    store = SpeakerStore(args.db, fingerprint, model.embedding_size)
+    config = ServeConfig(
+        threshold=threshold,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        max_audio_seconds=args.max_audio_seconds,
+        max_enroll_files=args.max_enroll_files,
+        workers=args.workers,
+        queue=args.queue,
+    )
+    app = create_app(model, store, keys, config, fingerprint)
+    if not _is_loopback(args.host):
+        logger.warning("listening on %s over plain HTTP: put a TLS-terminating proxy in front of it", args.host)
+    print(
+        f"ge2e serve: model {fingerprint} (threshold {threshold:.4f}), {len(keys)} API key(s), database {args.db}; "
+        f"docs at http://{args.host}:{args.port}/docs",
+        flush=True,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
