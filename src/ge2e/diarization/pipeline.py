@@ -1,0 +1,267 @@
+"""Who spoke when: VAD -> sliding-window d-vectors over the speech -> clustering -> merged speaker turns.
+
+Follows Wang et al., "Speaker Diarization with LSTM" (ICASSP 2018): d-vectors of short, overlapping windows of
+speech, clustered with refined-affinity spectral clustering whose eigengap picks the number of speakers.
+
+Windowing (:class:`DiarizationConfig`): the non-speech frames are dropped, and windows of ``window_s`` (1.6 s,
+the 160 frames the encoder was trained on) slide over the remaining speech every ``step_s`` (0.4 s, the paper's
+400 ms segment limit), one d-vector each. Every speech frame takes the speaker of the window whose centre is
+nearest, so turns are resolved to ``step_s`` while each d-vector still sees enough speech to be reliable.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from ge2e.config import InferenceConfig
+from ge2e.diarization.rttm import Segment
+from ge2e.errors import AudioError, AudioTooShort, Ge2eError, NoSpeechError
+
+logger = logging.getLogger(__name__)
+
+Method = Literal["spectral", "kmeans"]
+METHODS: tuple[str, ...] = ("spectral", "kmeans")
+DEFAULT_MAX_SPEAKERS = 10
+SPEAKER_FORMAT = "SPEAKER_{:02d}"  # pyannote's naming, familiar to users of its RTTM files
+
+
+@dataclass
+class DiarizationConfig:
+    """Sliding d-vector windows over the speech (the front end itself is the model's ``AudioConfig``).
+
+    Attributes:
+        window_s: window length in seconds; the encoder was trained on 1.4-1.8 s crops.
+        step_s: hop between windows in seconds; also the time resolution of the speaker labels.
+        autotune: pick the affinity threshold per recording (Park et al., 2019) instead of the paper's fixed 0.95.
+    """
+
+    window_s: float = 1.6
+    step_s: float = 0.4
+    autotune: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 < self.step_s <= self.window_s:
+            raise ValueError(f"need 0 < step_s <= window_s, got step_s={self.step_s}, window_s={self.window_s}")
+
+
+@dataclass
+class SpeechWindows:
+    """d-vectors of the sliding windows over the speech of one recording.
+
+    Attributes:
+        name: how errors and logs name the recording.
+        embeddings: ``(N, D)`` float32 unit-norm d-vectors, in time order.
+        speech_frames: ``(F,)`` indices of the feature frames VAD calls speech, ascending.
+        owner: ``(F,)`` index of the window (row of ``embeddings``) each speech frame takes its speaker from.
+        frame_s: hop between feature frames in seconds.
+        offset_s: centre of feature frame 0 in seconds.
+        duration_s: length of the recording in seconds.
+    """
+
+    name: str
+    embeddings: np.ndarray
+    speech_frames: np.ndarray
+    owner: np.ndarray
+    frame_s: float
+    offset_s: float
+    duration_s: float
+
+    @property
+    def speech_s(self) -> float:
+        """Seconds of speech found by VAD."""
+        return len(self.speech_frames) * self.frame_s
+
+
+def embed_speech(
+    model: torch.nn.Module,
+    source: str | Path | np.ndarray,
+    sr: int | None = None,
+    cfg: DiarizationConfig | None = None,
+    name: str | None = None,
+) -> SpeechWindows:
+    """Front end + VAD + sliding-window d-vectors of one recording (file or ``(L,)`` array with ``sr``).
+
+    The front end is the model's ``AudioConfig`` applied to the whole recording: loudness normalisation, log-mel
+    frames, silero VAD, and the mean over all speech frames subtracted when ``mean_normalize`` is set.
+
+    Raises:
+        AudioError subclasses naming ``name`` (default: the path or ``<array>``): unreadable audio,
+        ``NoSpeechError`` for silence or no speech, ``AudioTooShort`` under ``min_speech_ms`` of speech.
+    """
+    from ge2e.audio import (
+        ARRAY_NAME,
+        SILENCE_DBFS,
+        load_audio,
+        log_mel,
+        normalize_volume,
+        peak_dbfs,
+        speech_mask,
+    )
+    from ge2e.inference import window_starts, windows
+
+    cfg = cfg or DiarizationConfig()
+    audio = model.audio
+    if name is None:
+        name = ARRAY_NAME if isinstance(source, np.ndarray) else str(source)
+    try:
+        wav = load_audio(source, sr, audio.sample_rate)
+    except AudioError as exc:
+        raise type(exc)(name, exc.problem) from exc
+    level = peak_dbfs(wav)
+    if level < SILENCE_DBFS:  # before normalising, which would lift the noise floor to speech level
+        raise NoSpeechError(name, f"silent audio (peak {level:.0f} dBFS)")
+    if len(wav) < audio.win_length:
+        raise AudioTooShort(name, f"{1000 * len(wav) / audio.sample_rate:.0f} ms of audio, too short for one frame")
+    wav = normalize_volume(wav, audio.normalization, audio.target_dbfs)
+    feats = log_mel(torch.from_numpy(wav), audio)  # (T, n_mels)
+    centres = np.arange(feats.shape[0]) * audio.hop_length + audio.win_length // 2
+    if audio.vad:
+        mask = speech_mask(wav, audio.sample_rate, audio.vad_threshold, audio.vad_pad_ms)
+        speech_frames = np.flatnonzero(mask[centres])
+    else:
+        speech_frames = np.arange(feats.shape[0])
+    frame_s = audio.hop_ms / 1000
+    if len(speech_frames) == 0:
+        raise NoSpeechError(name, f"no speech found by VAD (threshold {audio.vad_threshold})")
+    if len(speech_frames) * frame_s * 1000 < audio.min_speech_ms:
+        raise AudioTooShort(
+            name, f"{len(speech_frames) * frame_s * 1000:.0f} ms of speech, need {audio.min_speech_ms:.0f} ms"
+        )
+    speech = feats[torch.from_numpy(speech_frames)]
+    if audio.mean_normalize:
+        speech = speech - speech.mean(dim=0, keepdim=True)
+
+    size = max(1, round(cfg.window_s / frame_s))
+    step = max(1, round(cfg.step_s / frame_s))
+    icfg = InferenceConfig(window_frames=size, overlap=1.0 - step / size, batch_windows=model.inference.batch_windows)
+    cut = windows(speech, icfg)  # (N, min(F, size), n_mels)
+    batch = icfg.batch_windows
+    embeddings = torch.cat([model.embed_frames(cut[i : i + batch]) for i in range(0, len(cut), batch)])
+    starts = np.asarray(window_starts(len(speech_frames), icfg), dtype=np.float64)
+    window_centres = starts + cut.shape[1] / 2
+    # each speech frame belongs to the window with the nearest centre: cut between consecutive centres
+    owner = np.searchsorted((window_centres[1:] + window_centres[:-1]) / 2, np.arange(len(speech_frames)) + 0.5)
+    return SpeechWindows(
+        name=name,
+        embeddings=embeddings.float().cpu().numpy(),
+        speech_frames=speech_frames,
+        owner=owner,
+        frame_s=frame_s,
+        offset_s=audio.win_length / 2 / audio.sample_rate,
+        duration_s=len(wav) / audio.sample_rate,
+    )
+
+
+def to_segments(speech: SpeechWindows, labels: np.ndarray) -> list[Segment]:
+    """Speaker turns from one cluster label per window: ``(N,)`` int -> segments in time order.
+
+    Consecutive speech frames with the same label form one turn; a non-speech gap or a label change ends it.
+    Speakers are named ``SPEAKER_00``, ``SPEAKER_01``, ... in order of first appearance.
+    """
+    labels = np.asarray(labels)
+    if labels.shape != (len(speech.embeddings),):
+        raise ValueError(f"expected {len(speech.embeddings)} labels, got shape {labels.shape}")
+    frame_labels = labels[speech.owner]
+    frames = speech.speech_frames
+    breaks = np.flatnonzero((np.diff(frames) != 1) | (np.diff(frame_labels) != 0)) + 1
+    names: dict[int, str] = {}
+    segments = []
+    half = speech.frame_s / 2
+    for first, last in zip(np.r_[0, breaks], np.r_[breaks, len(frames)] - 1, strict=True):
+        label = int(frame_labels[first])
+        speaker = names.setdefault(label, SPEAKER_FORMAT.format(len(names)))
+        start = max(0.0, speech.offset_s + frames[first] * speech.frame_s - half)
+        end = min(speech.duration_s, speech.offset_s + frames[last] * speech.frame_s + half)
+        segments.append(Segment(round(float(start), 3), round(float(end), 3), speaker))
+    return segments
+
+
+def speaker_range(num_speakers: int | None, min_speakers: int | None, max_speakers: int | None) -> tuple[int, int]:
+    """``(lo, hi)`` number of speakers to look for; ``num_speakers`` fixes both. Raises Ge2eError if invalid."""
+    if num_speakers is not None:
+        if min_speakers is not None or max_speakers is not None:
+            raise Ge2eError("give either the number of speakers or a min/max range, not both")
+        if num_speakers < 1:
+            raise Ge2eError(f"number of speakers must be >= 1, got {num_speakers}")
+        return num_speakers, num_speakers
+    lo = 1 if min_speakers is None else min_speakers
+    hi = DEFAULT_MAX_SPEAKERS if max_speakers is None else max_speakers
+    if not 1 <= lo <= hi:
+        raise Ge2eError(f"need 1 <= min speakers <= max speakers, got {lo} and {hi}")
+    return lo, hi
+
+
+def diarize_speech(
+    speech: SpeechWindows,
+    num_speakers: int | None = None,
+    min_speakers: int | None = None,
+    max_speakers: int | None = None,
+    method: Method = "spectral",
+    cfg: DiarizationConfig | None = None,
+) -> list[Segment]:
+    """Cluster the windows of :func:`embed_speech` and return the speaker turns (see :func:`diarize`)."""
+    from ge2e.diarization.clustering import cluster
+
+    cfg = cfg or DiarizationConfig()
+    lo, hi = speaker_range(num_speakers, min_speakers, max_speakers)
+    n = len(speech.embeddings)
+    if lo > n:
+        raise AudioTooShort(
+            speech.name, f"{speech.speech_s:.1f} s of speech gives {n} d-vector windows, too few for {lo} speakers"
+        )
+    overlap = max(1, round(cfg.window_s / cfg.step_s))
+    labels = cluster(speech.embeddings, lo, min(hi, n), method, autotune=cfg.autotune, window_overlap=overlap)
+    return to_segments(speech, labels)
+
+
+def diarize(
+    source: str | Path | np.ndarray,
+    model: torch.nn.Module | None = None,
+    *,
+    sr: int | None = None,
+    num_speakers: int | None = None,
+    min_speakers: int | None = None,
+    max_speakers: int | None = None,
+    method: Method = "spectral",
+    cfg: DiarizationConfig | None = None,
+) -> list[Segment]:
+    """Who spoke when in one recording -> speaker turns in time order (seconds, ``SPEAKER_00``, ...).
+
+    Args:
+        source: an audio file, or ``(L,)`` samples with their rate ``sr`` in Hz.
+        model: a :class:`~ge2e.model.SpeakerEncoder`; default: :func:`load_encoder` (the bundled model).
+        num_speakers: the number of speakers when known; otherwise it is estimated within
+            ``[min_speakers, max_speakers]`` (default 1 to 10).
+        method: ``"spectral"`` (refined affinity, eigengap speaker count) or ``"kmeans"`` (the baseline;
+            silhouette speaker count, never one speaker unless ``max_speakers`` is 1).
+
+    Raises:
+        AudioError subclasses for unreadable, silent or too short audio; Ge2eError for an invalid speaker range.
+
+    >>> segments = diarize("meeting.wav", num_speakers=2)  # doctest: +SKIP
+    >>> segments[0]  # doctest: +SKIP
+    Segment(start=0.315, end=4.125, speaker='SPEAKER_00')
+    """
+    speaker_range(num_speakers, min_speakers, max_speakers)  # fail before the expensive part
+    model = model if model is not None else load_encoder()
+    speech = embed_speech(model, source, sr, cfg)
+    return diarize_speech(speech, num_speakers, min_speakers, max_speakers, method, cfg)
+
+
+def load_encoder(path: str | Path | None = None, device: str = "cpu") -> torch.nn.Module:
+    """A speaker encoder from a checkpoint ``path``, or the bundled model (``ge2e.api.load_model``) when None."""
+    try:
+        from ge2e.api import load_model
+    except ImportError:  # an installation without the high-level API still reads explicit checkpoints
+        if path is None:
+            raise Ge2eError("no bundled model in this ge2e installation; pass a model file (--model PATH)") from None
+        from ge2e.model import SpeakerEncoder
+
+        return SpeakerEncoder.load(path, device)
+    return load_model(path, device)
