@@ -382,8 +382,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         return reply(409, "speaker_exists", str(exc))
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        routing = {404: "no route", 405: "method not allowed"}
+        if exc.status_code in routing:  # Starlette's own "Not Found" says nothing about what was asked
+            message = f"{routing[exc.status_code]}: {request.method} {request.url.path} (see /docs)"
+        else:
+            message = exc.detail if isinstance(exc.detail, str) else "request failed"
         return reply(exc.status_code, _status_code(exc.status_code), message, exc.headers)
 
     @app.exception_handler(RequestValidationError)
