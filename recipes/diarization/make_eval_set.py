@@ -25,7 +25,7 @@ import torch
 
 from ge2e.data.readers import load_split, read_corpus
 from ge2e.diarization.rttm import write_rttm
-from ge2e.diarization.simulate import SAMPLE_RATE, ConversationConfig, load_sources, make_conversation
+from ge2e.diarization.simulate import SAMPLE_RATE, ConversationConfig, Source, load_sources, make_conversation
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = "LibriSpeech"
@@ -57,11 +57,11 @@ def write_wav(path: Path, wav: np.ndarray) -> None:
         raise
 
 
-def build(out: Path, counts: list[int], per_count: int, cfg: ConversationConfig, seed: int, root: Path) -> list[dict]:
-    """Generate the set; returns the manifest entries (also written to ``<out>/manifest.json``)."""
-    files = test_speaker_files(root)
-    sources = load_sources(files)
-    speakers = sorted(files)
+def build(
+    out: Path, counts: list[int], per_count: int, cfg: ConversationConfig, seed: int, sources: list[Source]
+) -> dict:
+    """Generate the set from the test speakers' ``sources``; returns the manifest (also ``<out>/manifest.json``)."""
+    speakers = sorted({s.speaker for s in sources})
     (out / "wav").mkdir(parents=True, exist_ok=True)
     (out / "ref").mkdir(parents=True, exist_ok=True)
     entries = []
@@ -83,7 +83,7 @@ def build(out: Path, counts: list[int], per_count: int, cfg: ConversationConfig,
     tmp = out / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))
     tmp.replace(out / "manifest.json")
-    return entries
+    return manifest
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         overlap_prob=args.overlap,
         snr_db=tuple(args.snr) if args.snr else None,
     )
-    build(args.out, args.speakers, args.per_count, cfg, args.seed, data_root())
+    build(args.out, args.speakers, args.per_count, cfg, args.seed, load_sources(test_speaker_files(data_root())))
     return 0
 
 
