@@ -105,6 +105,10 @@ def create(client: httpx.Client, speaker_id: str, name: str) -> None:
     assert r.status_code == 201, r.text
 
 
+def server_model_id(client: httpx.Client) -> str:
+    return client.get("/health").json()["model_id"]
+
+
 def assert_error(r: httpx.Response, status: int, code: str) -> None:
     assert r.status_code == status, r.text
     error = r.json()["error"]
@@ -187,7 +191,7 @@ def test_api_keys(server: ServerProcess, clips: dict[str, Path]) -> None:
         assert r.status_code == 200
         metrics = anon.get("/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
         assert 'ge2e_http_requests_total{method="GET",route="/v1/speakers",status="401"}' in metrics
-        assert "ge2e_inference_seconds_count" in metrics or "ge2e_speakers " in metrics
+        assert f'model_id="{server_model_id(anon)}"' in metrics and "ge2e_speakers " in metrics
 
 
 def test_bad_inputs_get_clear_errors(client: httpx.Client, server: ServerProcess, clips: dict[str, Path]) -> None:

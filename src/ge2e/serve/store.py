@@ -200,13 +200,6 @@ class SpeakerStore:
             conn.execute("ROLLBACK")
             raise
 
-    def close(self) -> None:
-        """Close this thread's connection (other threads' connections close when the threads end)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
-
     def _migrate(self) -> None:
         conn = self._conn()
         version = conn.execute("PRAGMA user_version").fetchone()[0]
