@@ -1,0 +1,120 @@
+"""``ge2e eval``: EER and minDCF of a speaker encoder on a trial list or on a corpus of held-out speakers."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a speaker encoder: EER, minDCF, DET curve and score histogram",
+        description=(
+            "Score a VoxCeleb-format trial list (--trials) or build enrollment/test trials from a corpus "
+            "(--corpus: K utterances per speaker averaged into a speaker model, the rest are test utterances). "
+            "Writes OUT/report.json, scores.tsv, det.png, score_histogram.png and embeddings.npz (reused by "
+            "later runs with the same model)."
+        ),
+    )
+    p.add_argument("--model", help="model checkpoint (default: the bundled model)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--trials", help="trial list, one 'label enroll_path test_path' per line")
+    src.add_argument("--corpus", help="corpus folder to build trials from")
+    p.add_argument("--root", help="folder the trial-list paths are relative to (default: see docs/evaluation.md)")
+    p.add_argument("--layout", default="auto", help="corpus layout (see `ge2e prepare`), default auto")
+    p.add_argument("--enroll", type=int, default=3, metavar="K", help="enrollment utterances per speaker (3)")
+    p.add_argument(
+        "--split-file", nargs="+", default=[], metavar="FILE", help="keep only the speakers listed (one id a line)"
+    )
+    p.add_argument("--by-label", action="store_true", help="text-dependent: enroll and test within one keyword")
+    p.add_argument("--seed", type=int, default=0, help="seed of the enrollment draw (corpus mode)")
+    p.add_argument("--norm", choices=("none", "snorm", "asnorm"), default="none", help="score normalisation")
+    p.add_argument("--cohort-cache", metavar="DIR", help="feature cache holding the cohort speakers")
+    p.add_argument(
+        "--cohort-splits", nargs="+", default=[], metavar="SPLIT", help="cohort speakers, e.g. LibriSpeech.train"
+    )
+    p.add_argument("--top-n", type=int, default=100, help="AS-norm: cohort scores kept per side (100)")
+    p.add_argument(
+        "--features", nargs="+", default=[], metavar="DIR", help="feature caches to read known files from (faster)"
+    )
+    p.add_argument("--split", help="name of the evaluated split in the report (default: from the file names)")
+    p.add_argument("--no-store", action="store_true", help="do not read or write OUT/embeddings.npz")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=run)
+
+
+def _load_model(path: str | None):  # -> SpeakerEncoder, imported lazily
+    from ge2e.errors import Ge2eError
+    from ge2e.model import SpeakerEncoder
+
+    if path is not None:
+        return SpeakerEncoder.load(path)
+    try:
+        from ge2e.api import load_model
+    except ImportError:
+        raise Ge2eError("this install has no bundled model: pass --model PATH") from None
+    return load_model()
+
+
+def _corpus_trials(args: argparse.Namespace) -> tuple[list, dict]:
+    from ge2e.data.readers import read_corpus, read_speaker_list
+    from ge2e.errors import Ge2eError
+    from ge2e.evaluate import corpus_trials
+
+    utterances = read_corpus(args.corpus, layout=args.layout)
+    if args.split_file:
+        keep = set().union(*(read_speaker_list(f) for f in args.split_file))
+        utterances = [u for u in utterances if u.speaker in keep or u.key in keep]
+        if not utterances:
+            raise Ge2eError(f"{args.corpus}: no utterance of the speakers listed in {', '.join(args.split_file)}")
+    trials, left_out = corpus_trials(utterances, args.enroll, args.seed, args.by_label)
+    if not trials:
+        raise Ge2eError(f"{args.corpus}: no speaker has more than --enroll {args.enroll} utterances")
+    split = args.split or ("+".join(Path(f).stem for f in args.split_file) or f"{Path(args.corpus).name} (all)")
+    info = {
+        "mode": "corpus",
+        "corpus": str(args.corpus),
+        "split": split,
+        "enroll": args.enroll,
+        "by_label": args.by_label,
+        "seed": args.seed,
+        "speakers_left_out": left_out,
+    }
+    return trials, info
+
+
+def run(args: argparse.Namespace) -> int:
+    from ge2e.evaluate import EmbeddingStore, EvalOptions, evaluate, list_trials, model_fingerprint, write_outputs
+
+    model = _load_model(args.model)
+    if args.trials:
+        trials = list_trials(args.trials, args.root)
+        info = {"mode": "trials", "trials_file": str(args.trials), "split": args.split or Path(args.trials).stem}
+    else:
+        trials, info = _corpus_trials(args)
+    out = Path(args.out)
+    store = EmbeddingStore(None if args.no_store else out / "embeddings.npz", model_fingerprint(model))
+    options = EvalOptions(
+        norm=args.norm,
+        cohort_cache=args.cohort_cache,
+        cohort_splits=args.cohort_splits,
+        top_n=args.top_n,
+        features=args.features,
+        progress=not args.no_progress,
+    )
+    report, scored = evaluate(model, trials, store, options)
+    store.save()
+    report = {"model": args.model or "bundled", **info, **report, "embeddings_reused": store.reused}
+    write_outputs(out, report, scored, title=info["split"])
+    print(
+        f"{info['split']}: EER {100 * report['eer']:.2f}%  minDCF(0.01) {report['min_dcf_0.01']:.3f}  "
+        f"minDCF(0.05) {report['min_dcf_0.05']:.3f}  on {report['n_trials']} trials ({args.norm})"
+    )
+    if report["skipped_trials"]:
+        print(f"skipped {report['skipped_trials']} trial(s): {len(report['bad_files'])} file(s) could not be used")
+        for path, problem in list(report["bad_files"].items())[:10]:
+            print(f"  {path}: {problem}")
+    print(f"report: {out / 'report.json'}")
+    return 0
