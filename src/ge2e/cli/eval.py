@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ge2e.evaluate import EvalTrial
+    from ge2e.model import SpeakerEncoder
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _load_model(path: str | None):  # -> SpeakerEncoder, imported lazily
+def _load_model(path: str | None) -> SpeakerEncoder:
     from ge2e.errors import Ge2eError
     from ge2e.model import SpeakerEncoder
 
@@ -55,10 +60,10 @@ def _load_model(path: str | None):  # -> SpeakerEncoder, imported lazily
         from ge2e.api import load_model
     except ImportError:
         raise Ge2eError("this install has no bundled model: pass --model PATH") from None
-    return load_model()
+    return load_model(None)
 
 
-def _corpus_trials(args: argparse.Namespace) -> tuple[list, dict]:
+def _corpus_trials(args: argparse.Namespace) -> tuple[list[EvalTrial], dict]:
     from ge2e.data.readers import read_corpus, read_speaker_list
     from ge2e.errors import Ge2eError
     from ge2e.evaluate import corpus_trials
