@@ -1,3 +1,69 @@
-"""ge2e: speaker verification with the Generalized End-to-End loss (Wan et al., ICASSP 2018)."""
+"""ge2e: speaker verification with the Generalized End-to-End loss (Wan et al., ICASSP 2018).
+
+Quick start (the bundled model ships inside the package; no network)::
+
+    import ge2e
+    ge2e.verify(["enroll_1.wav", "enroll_2.wav"], "test.wav")  # VerificationResult(score, same_speaker, threshold)
+
+The public names are imported lazily (PEP 562), so ``import ge2e`` and ``ge2e --help`` do not load torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "load_model": "ge2e.api",
+    "verify": "ge2e.api",
+    "identify": "ge2e.api",
+    "embed_utterance": "ge2e.api",
+    "embed_speaker": "ge2e.api",
+    "embed_files": "ge2e.api",
+    "VerificationResult": "ge2e.api",
+    "SpeakerEncoder": "ge2e.model",
+    "GE2ELoss": "ge2e.loss",
+    "TE2ELoss": "ge2e.loss",
+}
+
+__all__ = [
+    "GE2ELoss",
+    "SpeakerEncoder",
+    "TE2ELoss",
+    "VerificationResult",
+    "__version__",
+    "embed_files",
+    "embed_speaker",
+    "embed_utterance",
+    "identify",
+    "load_model",
+    "verify",
+]
+
+if TYPE_CHECKING:
+    from ge2e.api import (
+        VerificationResult,
+        embed_files,
+        embed_speaker,
+        embed_utterance,
+        identify,
+        load_model,
+        verify,
+    )
+    from ge2e.loss import GE2ELoss, TE2ELoss
+    from ge2e.model import SpeakerEncoder
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ge2e' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -1,0 +1,91 @@
+"""``ge2e embed DIR_OR_FILES... --out emb.npz``: d-vectors of many audio files into one .npz file."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ge2e.errors import Ge2eError
+
+MODEL_HELP = "model checkpoint (default: the bundled model)"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "embed",
+        help="compute d-vectors of audio files into an .npz file",
+        description="Embed every audio file given (folders are searched recursively) with the speaker encoder. "
+        "The .npz holds 'paths' (U,) and 'embeddings' (U, D) float32 unit-norm rows. Files that cannot be used "
+        "are skipped and listed.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="DIR_OR_FILE", help="audio files and/or folders")
+    p.add_argument("--out", required=True, metavar="NPZ", help="output file, e.g. emb.npz")
+    p.add_argument("--model", metavar="PT", help=MODEL_HELP)
+    p.add_argument("--batch-size", type=int, default=32, help="utterances per batch (default 32)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def collect_audio(inputs: list[str]) -> list[Path]:
+    """Audio files named directly or found under folders (recursive, sorted, hidden entries ignored).
+
+    Raises:
+        Ge2eError: an input does not exist, or nothing to embed was found.
+    """
+    from ge2e.data.readers import list_audio
+
+    files: list[Path] = []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            files.extend(path.joinpath(*parts) for parts in list_audio(path))
+        elif path.exists():
+            files.append(path)  # a named file is always tried: its decoder, not its suffix, decides
+        else:
+            raise Ge2eError(f"{path}: no such file or folder")
+    if not files:
+        raise Ge2eError(f"no audio files found in {', '.join(inputs)}")
+    return files
+
+
+def report_skipped(errors: dict[str, str]) -> None:
+    """Print one line per file that could not be used."""
+    if errors:
+        print(f"skipped {len(errors)} file(s):")
+        for path, problem in errors.items():
+            print(f"  {path}: {problem}")
+
+
+def save_npz(path: str | Path, **arrays: Any) -> None:
+    """``np.savez`` written atomically: temp file in the same folder, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run(args: argparse.Namespace) -> int:
+    from ge2e.api import embed_files, load_model
+
+    if args.batch_size < 1:
+        raise Ge2eError(f"--batch-size must be >= 1, got {args.batch_size}")
+    files = collect_audio(args.inputs)
+    model = load_model(args.model)
+    result = embed_files(files, model, batch_size=args.batch_size, progress=not args.no_progress)
+    report_skipped(result.errors)
+    if not result.paths:
+        raise Ge2eError(f"none of the {len(files)} file(s) could be embedded")
+    save_npz(args.out, paths=np.array(result.paths), embeddings=result.embeddings.astype(np.float32))
+    print(f"{args.out}: {len(result.paths)} embeddings of size {result.embeddings.shape[1]}")
+    return 0

@@ -1,0 +1,83 @@
+"""``ge2e similarity FILES...``: the cosine-similarity matrix of utterances, printed and drawn as a heatmap."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ge2e.cli.embed import MODEL_HELP, collect_audio, report_skipped
+from ge2e.errors import Ge2eError
+
+MAX_PRINTED = 30  # a wider matrix does not fit a terminal; the PNG and --csv still hold all of it
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "similarity",
+        help="cosine-similarity matrix of utterances (printed, and a heatmap PNG)",
+        description="Embed the files (folders are searched recursively), print their all-pairs cosine "
+        "similarity (up to 30 files) and draw it as a heatmap. Files that cannot be used are skipped.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="audio files and/or folders")
+    p.add_argument("--out", default="similarity.png", metavar="PNG", help="heatmap image (default similarity.png)")
+    p.add_argument("--csv", metavar="CSV", help="also write the full matrix as CSV")
+    p.add_argument("--model", metavar="PT", help=MODEL_HELP)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def short_names(paths: Sequence[str]) -> list[str]:
+    """File names without suffix; where two collide, their parent folder is kept too (``spk1/a``, ``spk2/a``)."""
+    stems = [Path(p).stem for p in paths]
+    return [f"{Path(p).parent.name}/{s}" if stems.count(s) > 1 else s for p, s in zip(paths, stems, strict=True)]
+
+
+def format_matrix(matrix: np.ndarray, names: Sequence[str]) -> str:
+    """Plain aligned text: a numbered legend, then the matrix with 2-decimal scores."""
+    width = max(5, len(str(len(names))) + 1)
+    legend = [f"{i + 1:>{width}}  {name}" for i, name in enumerate(names)]
+    header = " " * width + "".join(f"{i + 1:>{width + 1}}" for i in range(len(names)))
+    rows = [f"{i + 1:>{width}}" + "".join(f"{v:>{width + 1}.2f}" for v in row) for i, row in enumerate(matrix)]
+    return "\n".join([*legend, "", header, *rows])
+
+
+def write_csv(path: str | Path, matrix: np.ndarray, paths: Sequence[str]) -> None:
+    """The matrix as CSV with a header row and first column of file paths, written atomically."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["path", *paths])
+    for p, row in zip(paths, matrix, strict=True):
+        writer.writerow([p, *(f"{v:.6f}" for v in row)])
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(buffer.getvalue())
+    os.replace(tmp, path)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ge2e.api import embed_files, load_model
+    from ge2e.cli.plot import save_heatmap
+
+    files = collect_audio(args.inputs)
+    result = embed_files(files, load_model(args.model), progress=not args.no_progress)
+    report_skipped(result.errors)
+    if len(result.paths) < 2:
+        raise Ge2eError(f"need at least 2 usable files, got {len(result.paths)}")
+    matrix = result.embeddings @ result.embeddings.T  # unit rows: the dot product is the cosine
+    names = short_names(result.paths)
+    if len(names) <= MAX_PRINTED:
+        print(format_matrix(matrix, names))
+    else:
+        print(f"{len(names)} files: matrix too wide to print (see {args.out}, or use --csv)")
+    if args.csv:
+        write_csv(args.csv, matrix, result.paths)
+        print(f"{args.csv}: {len(names)} x {len(names)} matrix")
+    save_heatmap(matrix, names, args.out, f"Cosine similarity of {len(names)} utterances")
+    print(f"{args.out}: heatmap")
+    return 0

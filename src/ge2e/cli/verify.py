@@ -1,0 +1,33 @@
+"""``ge2e verify --enroll A.wav [B.wav ...] --test C.wav``: same speaker or not, with the score and threshold."""
+
+from __future__ import annotations
+
+import argparse
+
+from ge2e.cli.embed import MODEL_HELP
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "verify",
+        help="decide whether a test utterance is spoken by the enrolled speaker",
+        description="Enroll a speaker from one or more utterances (their d-vectors are averaged), score the test "
+        "utterance by cosine similarity and accept it when the score reaches the threshold (default: the "
+        "model's threshold calibrated on the development speakers, see docs/model.md). Exit status 0 whatever "
+        "the decision; 1 when a file cannot be used.",
+    )
+    p.add_argument("--enroll", nargs="+", required=True, metavar="AUDIO", help="enrollment utterance(s)")
+    p.add_argument("--test", required=True, metavar="AUDIO", help="the utterance to verify")
+    p.add_argument("--model", metavar="PT", help=MODEL_HELP)
+    p.add_argument("--threshold", type=float, help="decision threshold on the cosine score (default: calibrated)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ge2e.api import load_model, verify
+
+    result = verify(args.enroll, args.test, load_model(args.model), threshold=args.threshold)
+    decision = "same speaker" if result.same_speaker else "different speaker"
+    relation = ">=" if result.same_speaker else "<"
+    print(f"{decision}: score {result.score:.3f} {relation} threshold {result.threshold:.3f}")
+    return 0

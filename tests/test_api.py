@@ -1,0 +1,202 @@
+"""Public API: load_model (bundled and user checkpoints, cache, calibration), embed, verify, identify."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import ge2e
+from ge2e import api
+from ge2e.config import AudioConfig, ModelConfig
+from ge2e.errors import AudioError, CheckpointError, Ge2eError
+from ge2e.model import SpeakerEncoder
+
+SR = 16_000
+BUNDLED = api.bundled_model_path()
+needs_bundled = pytest.mark.skipif(
+    not BUNDLED.exists(), reason=f"bundled model {BUNDLED} not present yet (the lead adds ge2e_small.pt)"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random tiny encoder without VAD, so that noise counts as an utterance: API mechanics only."""
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    model = SpeakerEncoder(ModelConfig(hidden_size=16, proj_size=0, num_layers=1), AudioConfig(vad=False))
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_path: Path) -> SpeakerEncoder:
+    return api.load_model(tiny_path)
+
+
+def noise(seed: int, seconds: float = 1.0) -> np.ndarray:
+    """Coloured noise ``(L,)`` float32: each seed gives a different spectrum, hence a different d-vector."""
+    rng = np.random.default_rng(seed)
+    white = rng.standard_normal(int(SR * seconds))
+    kernel = rng.standard_normal(16)
+    return (0.1 * np.convolve(white, kernel, mode="same")).astype(np.float32)
+
+
+# ---- loading ----------------------------------------------------------------------------------------------------
+
+
+def test_load_model_is_cached_and_reloaded_when_the_file_changes(tiny_path: Path, tmp_path: Path) -> None:
+    assert api.load_model(tiny_path) is api.load_model(str(tiny_path))
+    path = tmp_path / "m.pt"
+    SpeakerEncoder(ModelConfig(hidden_size=8, proj_size=0, num_layers=1)).save(path)
+    mtime = path.stat().st_mtime_ns
+    assert api.load_model(path).embedding_size == 8
+    SpeakerEncoder(ModelConfig(hidden_size=12, proj_size=0, num_layers=1)).save(path)
+    os.utime(path, ns=(mtime, mtime + 10**9))  # coarse file-system clocks may not tick between two saves
+    assert api.load_model(path).embedding_size == 12
+
+
+def test_load_model_errors_are_one_line(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="model file not found"):
+        api.load_model(tmp_path / "missing.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError) as info:
+        api.load_model(bad)
+    assert str(bad) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_bundled_model_missing_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(api, "bundled_model_path", lambda: tmp_path / "ge2e_small.pt")
+    with pytest.raises(CheckpointError, match="bundled model file is missing"):
+        api.load_model()
+
+
+# ---- calibration --------------------------------------------------------------------------------------------------
+
+
+def test_threshold_comes_from_the_calibration_file(tmp_path: Path) -> None:
+    path = tmp_path / "cal.pt"
+    SpeakerEncoder(ModelConfig(hidden_size=8, proj_size=0, num_layers=1)).save(path)
+    with pytest.raises(Ge2eError, match="no calibrated threshold"):
+        api.default_threshold(api.load_model(path))
+    api.calibration_path(path).write_text(json.dumps({"threshold": 0.42, "model_sha256": api.file_sha256(path)}))
+    os.utime(path, ns=(path.stat().st_mtime_ns, path.stat().st_mtime_ns + 10**9))  # new cache key
+    assert api.default_threshold(api.load_model(path)) == pytest.approx(0.42)
+
+
+def test_stale_calibration_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "stale.pt"
+    SpeakerEncoder(ModelConfig(hidden_size=8, proj_size=0, num_layers=1)).save(path)
+    api.calibration_path(path).write_text(json.dumps({"threshold": 0.42, "model_sha256": "0" * 64}))
+    assert api.load_model(path).calibration is None
+
+
+# ---- embedding ------------------------------------------------------------------------------------------------------
+
+
+def test_items_can_be_paths_arrays_or_tuples(tiny: SpeakerEncoder, tmp_path: Path) -> None:
+    wav = noise(0)
+    path = tmp_path / "a.wav"
+    sf.write(path, wav, SR, subtype="FLOAT")
+    from_array = api.embed_utterance(wav, tiny, sr=SR)
+    assert from_array.shape == (tiny.embedding_size,) and from_array.dtype == np.float32
+    assert np.linalg.norm(from_array) == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(api.embed_utterance((wav, SR), tiny), from_array, atol=1e-6)
+    np.testing.assert_allclose(api.embed_utterance(path, tiny), from_array, atol=1e-5)
+    np.testing.assert_allclose(tiny.embed_utterance(wav, SR), from_array, atol=1e-5)
+
+
+def test_embed_speaker_is_the_normalised_mean(tiny: SpeakerEncoder) -> None:
+    items = [(noise(s), SR) for s in (1, 2, 3)]
+    each = np.stack([api.embed_utterance(item, tiny) for item in items])
+    expected = each.mean(axis=0) / np.linalg.norm(each.mean(axis=0))
+    np.testing.assert_allclose(api.embed_speaker(items, tiny), expected, atol=1e-5)
+
+
+def test_array_without_sample_rate_is_an_error(tiny: SpeakerEncoder) -> None:
+    with pytest.raises(AudioError, match="sample rate"):
+        api.embed_utterance(noise(0), tiny)
+
+
+def test_embed_files_skips_bad_files(tiny: SpeakerEncoder, tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.wav", tmp_path / "bad.wav"
+    sf.write(good, noise(4), SR)
+    bad.write_bytes(b"RIFF garbage")
+    result = api.embed_files([good, bad], tiny, progress=False)
+    assert result.paths == [str(good)] and result.embeddings.shape == (1, tiny.embedding_size)
+    assert "cannot decode" in result.errors[str(bad)]
+
+
+# ---- decisions ------------------------------------------------------------------------------------------------------
+
+
+def test_verify_score_and_decision(tiny: SpeakerEncoder) -> None:
+    enroll, test = [(noise(5), SR), (noise(6), SR)], (noise(7), SR)
+    expected = float(np.dot(api.embed_speaker(enroll, tiny), api.embed_utterance(test, tiny)))
+    low = api.verify(enroll, test, tiny, threshold=expected - 1e-4)
+    high = api.verify(enroll, test, tiny, threshold=expected + 1e-4)
+    assert low.score == pytest.approx(expected, abs=1e-5)
+    assert (low.same_speaker, low.threshold) == (True, pytest.approx(expected - 1e-4))
+    assert high.same_speaker is False
+    with pytest.raises(Ge2eError, match="no calibrated threshold"):
+        api.verify(enroll, test, tiny)
+
+
+def test_verify_reports_the_bad_file(tiny: SpeakerEncoder, tmp_path: Path) -> None:
+    bad = tmp_path / "corrupt.wav"
+    bad.write_bytes(b"\x00" * 100)
+    with pytest.raises(AudioError) as info:
+        api.verify([(noise(1), SR)], bad, tiny, threshold=0.5)
+    assert str(bad) in str(info.value)
+
+
+def test_identify_ranks_speakers(tiny: SpeakerEncoder) -> None:
+    test = (noise(8), SR)
+    speakers = {
+        "other": [(noise(9), SR)],
+        "self": api.embed_utterance(test, tiny) * 3.0,  # any scale: embeddings are normalised
+        "third": [(noise(10), SR), (noise(11), SR)],
+    }
+    ranked = api.identify(test, speakers, tiny)
+    assert ranked[0].speaker == "self" and ranked[0].score == pytest.approx(1.0, abs=1e-5)
+    assert ranked[1].score >= ranked[2].score
+    with pytest.raises(Ge2eError, match="wrap a waveform"):
+        api.identify(test, {"x": noise(1)}, tiny)
+
+
+def test_import_is_light_and_exports_resolve() -> None:
+    code = "import sys, ge2e; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    assert ge2e.verify is api.verify and ge2e.SpeakerEncoder is SpeakerEncoder
+    assert all(getattr(ge2e, name) is not None for name in ge2e.__all__)
+    with pytest.raises(AttributeError):
+        ge2e.no_such_name  # noqa: B018
+
+
+# ---- the bundled model on real held-out speakers ---------------------------------------------------------------------
+
+
+@needs_bundled
+def test_bundled_calibration_matches_the_weights() -> None:
+    model = api.load_model()
+    assert model.calibration is not None, f"{api.calibration_path(BUNDLED)} missing or made for other weights"
+    assert -1.0 < api.default_threshold(model) < 1.0
+
+
+@needs_bundled
+def test_bundled_model_verifies_test_speakers(data_root: Path) -> None:
+    root = data_root / "LibriSpeech" / "test-other"
+    speakers = sorted(p for p in root.iterdir() if p.is_dir())[:2]
+    first, second = (sorted(s.rglob("*.flac")) for s in speakers)
+    same = ge2e.verify(first[:3], first[5])
+    different = ge2e.verify(first[:3], second[5])
+    assert same.same_speaker, same
+    assert not different.same_speaker, different
+    assert same.score > different.score

@@ -1,0 +1,149 @@
+"""The user commands through ``python -m ge2e``: help, embed, verify, similarity, plot, demo."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ge2e.api import bundled_model_path
+from ge2e.cli import main
+from ge2e.config import AudioConfig, ModelConfig
+from ge2e.model import SpeakerEncoder
+
+SR = 16_000
+COMMANDS = ("embed", "verify", "similarity", "plot", "demo")
+
+
+def ge2e(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m ge2e ARGS`` in a fresh process, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "ge2e", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+    )
+
+
+def ge2e_here(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    """Run the command in this process (torch already loaded: much faster): ``(exit status, stdout, stderr)``."""
+    status = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``<speaker>/<utterance>.wav``: 3 speakers x 5 one-second noise clips, plus a tiny model without VAD."""
+    root = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(0)
+    for s in range(3):
+        kernel = rng.standard_normal(16)  # one spectrum per "speaker"
+        for u in range(5):
+            wav = 0.1 * np.convolve(rng.standard_normal(SR), kernel, mode="same")
+            path = root / "data" / f"spk{s}" / f"utt{u}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, wav.astype(np.float32), SR)
+    SpeakerEncoder(ModelConfig(hidden_size=16, proj_size=0, num_layers=1), AudioConfig(vad=False)).save(
+        root / "tiny.pt"
+    )
+    (root / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    return root
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help(command: str) -> None:
+    result = ge2e(command, "--help")
+    assert result.returncode == 0 and f"usage: ge2e {command}" in result.stdout
+
+
+def test_verify_decides_both_ways(corpus: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data, model = corpus / "data", corpus / "tiny.pt"
+    args = [
+        "verify",
+        "--enroll",
+        data / "spk0" / "utt0.wav",
+        data / "spk0" / "utt1.wav",
+        "--test",
+        data / "spk1" / "utt0.wav",
+    ]
+    status, out, _ = ge2e_here(capsys, *args, "--model", model, "--threshold", "-1")
+    assert status == 0 and out.startswith("same speaker: score")
+    status, out, _ = ge2e_here(capsys, *args, "--model", model, "--threshold", "1.01")
+    assert status == 0 and out.startswith("different speaker: score")
+    status, _, err = ge2e_here(capsys, *args, "--model", model)
+    assert status == 1 and "no calibrated threshold" in err
+
+
+def test_verify_on_a_corrupt_file_prints_one_error_line(corpus: Path) -> None:
+    enroll = corpus / "data" / "spk0" / "utt0.wav"
+    bad = ge2e(
+        "verify",
+        "--enroll",
+        enroll,
+        "--test",
+        corpus / "corrupt.wav",
+        "--model",
+        corpus / "tiny.pt",
+        "--threshold",
+        "0.5",
+    )
+    lines = bad.stderr.strip().splitlines()
+    assert bad.returncode == 1 and len(lines) == 1, bad.stderr
+    assert lines[0].startswith("ge2e verify: error:") and "corrupt.wav" in lines[0]
+
+
+def test_embed_skips_bad_files_and_writes_npz(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out, model = tmp_path / "emb.npz", corpus / "tiny.pt"
+    inputs = [corpus / "data" / "spk0", corpus / "corrupt.wav"]
+    status, stdout, _ = ge2e_here(capsys, "embed", *inputs, "--out", out, "--model", model, "--no-progress")
+    assert status == 0
+    assert "skipped 1 file(s)" in stdout and "corrupt.wav" in stdout
+    with np.load(out) as npz:
+        assert npz["embeddings"].shape == (5, 16) and len(npz["paths"]) == 5
+        np.testing.assert_allclose(np.linalg.norm(npz["embeddings"], axis=1), 1.0, atol=1e-5)
+    status, _, err = ge2e_here(capsys, "embed", tmp_path / "nowhere", "--out", out, "--model", model)
+    assert status == 1 and "no such file or folder" in err
+
+
+def test_similarity_and_plot_write_pngs(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    files = sorted((corpus / "data" / "spk0").glob("*.wav"))[:3]
+    common = ["--model", corpus / "tiny.pt", "--no-progress"]
+    status, out, _ = ge2e_here(
+        capsys, "similarity", *files, "--out", tmp_path / "sim.png", "--csv", tmp_path / "sim.csv", *common
+    )
+    assert status == 0
+    assert (tmp_path / "sim.png").stat().st_size > 0 and "1.00" in out
+    assert len((tmp_path / "sim.csv").read_text().splitlines()) == 4
+    status, out, _ = ge2e_here(capsys, "plot", corpus / "data", "--out", tmp_path / "proj.png", *common)
+    assert status == 0
+    assert (tmp_path / "proj.png").stat().st_size > 0 and "3 speakers, 15 utterances" in out
+
+
+def test_demo_on_a_speaker_folder(corpus: Path, tmp_path: Path) -> None:
+    result = ge2e("demo", "--data", corpus / "data", "--model", corpus / "tiny.pt", "--out", tmp_path, "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "EER:" in result.stdout and "6 test utterances x 3 speakers = 6 target + 12 non-target" in result.stdout
+    assert (tmp_path / "similarity.png").exists() and (tmp_path / "projection.png").exists()
+
+
+def test_demo_without_data_explains_how_to_point_it(tmp_path: Path) -> None:
+    result = ge2e("demo", env={"GE2E_DATA": str(tmp_path / "absent")})
+    assert result.returncode == 2
+    assert "no data folder" in result.stderr and "--data DIR" in result.stderr
+
+
+@pytest.mark.skipif(not bundled_model_path().exists(), reason="bundled model ge2e_small.pt not present yet")
+def test_bundled_verify_on_test_speakers(data_root: Path) -> None:
+    root = data_root / "LibriSpeech" / "test-other"
+    first, second = (sorted(s.rglob("*.flac")) for s in sorted(p for p in root.iterdir() if p.is_dir())[2:4])
+    same = ge2e("verify", "--enroll", first[0], "--test", first[1])
+    different = ge2e("verify", "--enroll", first[0], "--test", second[1])
+    assert same.stdout.startswith("same speaker"), same.stdout + same.stderr
+    assert different.stdout.startswith("different speaker"), different.stdout + different.stderr
