@@ -1,0 +1,310 @@
+"""Evaluate a model on the official TEST trial lists and write its model card (docs/model.md).
+
+Every figure of the card comes from this run (or from the JSON files it names): EER and minDCF per test list
+(each file embedded once, through the same front end users get), error rates at the model's calibrated threshold
+(``calibrate.py``), training facts from the checkpoint's meta and the experiment's metrics.csv, and Resemblyzer's
+figures on the same trials from ``benchmarks/resemblyzer_eer.py``. The figures are also written to
+``benchmarks/results/ge2e_small_eer.json``; ``--check`` re-evaluates and compares against that file.
+
+    python recipes/shared_ti/model_card.py                # writes docs/model.md and the results JSON
+    python recipes/shared_ti/model_card.py --check        # re-run: exit 1 if any figure differs
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ge2e.api import calibration_path, file_sha256
+from ge2e.errors import Ge2eError
+from ge2e.evaluate import EmbeddingStore, evaluate, list_trials, model_fingerprint
+from ge2e.model import SpeakerEncoder
+
+REPO = Path(__file__).resolve().parents[2]
+TEST_LISTS = ("LibriSpeech.test", "DSPSpeech-20.test", "speech_commands_v0.02_test.test")
+KIND = {"LibriSpeech.test": "text-independent", "DSPSpeech-20.test": "text-independent (isolated words)"}
+DEFAULT_MODEL = REPO / "src/ge2e/pretrained/ge2e_small.pt"
+DEFAULT_RESULTS = REPO / "benchmarks/results/ge2e_small_eer.json"
+DEFAULT_RESEMBLYZER = REPO / "benchmarks/results/resemblyzer_eer.json"
+STEP_GAP = 10.0  # a step-to-step gap this many times the median is a pause or restart, not training time
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+
+
+def evaluate_lists(model: SpeakerEncoder, data: Path, threshold: float | None) -> dict[str, Any]:
+    """EER, minDCF and (with a threshold) miss / false-accept rates of each official test list."""
+    store = EmbeddingStore(None, model_fingerprint(model))
+    results: dict[str, Any] = {}
+    for name in TEST_LISTS:
+        report, scored = evaluate(model, list_trials(data / "trials" / f"{name}.txt", data), store)
+        row = {
+            "eer": round(report["eer"], 6),
+            "min_dcf_0.01": round(report["min_dcf_0.01"], 6),
+            "min_dcf_0.05": round(report["min_dcf_0.05"], 6),
+            "n_trials": report["n_trials"],
+            "n_target": report["n_target"],
+            "skipped_trials": report["skipped_trials"],
+        }
+        if threshold is not None:
+            accept = scored.scores >= threshold
+            target = scored.labels == 1
+            row["miss_rate"] = round(float(np.mean(~accept[target])), 6)
+            row["false_accept_rate"] = round(float(np.mean(accept[~target])), 6)
+        results[name] = row
+        print(f"{name}: EER {100 * row['eer']:.2f}%, minDCF(0.01) {row['min_dcf_0.01']:.3f}, {row['n_trials']} trials")
+    return results
+
+
+# ------------------------------------------------------------------------------------------------------ training
+
+
+def training_facts(model: SpeakerEncoder, exp: Path | None) -> dict[str, Any]:
+    """What the checkpoint says about its training, plus wall time and steps from ``exp/metrics.csv``."""
+    meta = getattr(model, "meta", {}) or {}
+    cfg = meta.get("config") or {}
+    data, optim, loss = cfg.get("data") or {}, cfg.get("optim") or {}, cfg.get("loss") or {}
+    a, w = model.audio, model.inference
+    facts: dict[str, Any] = {
+        "front_end": f"{a.sample_rate / 1000:g} kHz mono, {a.normalization} normalisation to {a.target_dbfs:g} dBFS, "
+        f"{'silero VAD trim' if a.vad else 'no VAD'}, {a.n_mels} log-mel bands ({a.window_ms:g} ms window, "
+        f"{a.hop_ms:g} ms hop){', mean-normalised' if a.mean_normalize else ''}",
+        "windows": f"{w.window_frames}-frame windows, {100 * w.overlap:g}% overlap, d-vectors averaged and "
+        "L2-normalised",
+        "preset": cfg.get("preset"),
+        "model": dict(vars(model.config)),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "embedding_size": model.embedding_size,
+        "train_splits": [s for src in data.get("sources", []) for s in src.get("splits", [])],
+        "val_splits": [s for src in (cfg.get("val") or {}).get("sources", []) for s in src.get("splits", [])],
+        "batch": f"{data.get('speakers_per_batch')} speakers x {data.get('utterances_per_speaker')} utterances",
+        "crop_frames": f"{data.get('min_frames')}-{data.get('max_frames')}",
+        "loss": loss.get("method"),
+        "optimizer": f"{optim.get('name')} lr {optim.get('lr')} (halved every {optim.get('lr_halve_every')} steps)",
+        "step": meta.get("step"),
+        "val_eer": meta.get("val_eer", meta.get("best_val_eer")),
+    }
+    csv_path = exp / "metrics.csv" if exp is not None else None
+    if csv_path is not None and csv_path.is_file():
+        facts.update(_wall_time(csv_path, meta.get("step")))
+    return facts
+
+
+def _wall_time(path: Path, upto: int | None) -> dict[str, Any]:
+    """Training seconds up to step ``upto``: the sum of step-to-step times of metrics.csv, pauses left out."""
+    with path.open() as f:
+        rows = [(int(r["step"]), float(r["time"])) for r in csv.DictReader(f) if r.get("time")]
+    rows = [r for r in rows if upto is None or r[0] <= upto]
+    deltas = np.array([t1 - t0 for (s0, t0), (s1, t1) in itertools.pairwise(rows) if s1 == s0 + 1])
+    if deltas.size == 0:
+        return {}
+    median = float(np.median(deltas))
+    kept = deltas[(deltas > 0) & (deltas < STEP_GAP * median)]
+    # every step the gaps dropped is counted at the median step time
+    seconds = float(kept.sum() + median * (len(rows) - 1 - kept.size))
+    return {"train_seconds": round(seconds), "seconds_per_step": round(median, 3), "steps_logged": len(rows)}
+
+
+# ------------------------------------------------------------------------------------------------------- the card
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def render(record: dict[str, Any], resemblyzer: dict[str, Any] | None) -> str:
+    """The model card in Markdown."""
+    t, cal, res = record["training"], record.get("calibration"), record["test"]
+    m = t["model"]
+    arch = f"LSTM {m['num_layers']} x {m['hidden_size']}" + (
+        f" with projection {m['proj_size']}" if m["proj_size"] else f", linear {m['hidden_size']}"
+    )
+    hours = f"{t['train_seconds'] / 3600:.1f} h ({t['seconds_per_step']:.2f} s/step)" if "train_seconds" in t else "-"
+    lines = [
+        "# Model card: the bundled `ge2e_small` speaker encoder",
+        "",
+        "Generated by `recipes/shared_ti/model_card.py` (do not edit by hand); every figure below comes from that",
+        "script, `recipes/shared_ti/calibrate.py` and `benchmarks/resemblyzer_eer.py`. Re-run and compare:",
+        "`python recipes/shared_ti/model_card.py --check`.",
+        "",
+        "## Model",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| file | `src/ge2e/pretrained/{record['model']}` ({record['model_mb']:.1f} MB, sha256 "
+        f"`{record['model_sha256'][:12]}`) |",
+        f"| architecture | {arch}, d-vector D = {t['embedding_size']}, {t['parameters']:,} parameters "
+        f"(preset `{t['preset']}`) |",
+        f"| front end | {t['front_end']} |",
+        f"| inference | {t['windows']} |",
+        "| enrollment | average of the L2-normalised utterance d-vectors, normalised again |",
+        "| score | cosine similarity in [-1, 1] |",
+        "",
+        "## Training",
+        "",
+        f"- Data: official **train** splits {', '.join(f'`{s}`' for s in t['train_splits'])} of the shared corpora "
+        "(`$GE2E_DATA/splits`); no dev or test speaker is trained on.",
+        f"- Validation (checkpoint selection): {', '.join(f'`{s}`' for s in t['val_splits'])}.",
+        f"- Loss: GE2E ({t['loss']}); batch {t['batch']}, random crops of {t['crop_frames']} frames; {t['optimizer']}.",
+        f"- Checkpoint: step {t['step']}, validation EER {_pct(t['val_eer'])} (mean of the dev sources).",
+        f"- Training wall time to that step: {hours}, from the experiment's metrics.csv.",
+        "",
+        "## Decision threshold",
+        "",
+    ]
+    if cal:
+        dev = ", ".join(f"`{k}` EER {_pct(v['eer'])} ({v['n_trials']} trials)" for k, v in cal["lists"].items())
+        lines += [
+            f"`ge2e.verify` and `ge2e verify` accept when the score is >= **{cal['threshold']:.4f}**: the equal-error-"
+            f"rate threshold of the pooled official **dev** trial lists (pooled EER {_pct(cal['pooled_eer'])}; {dev}).",
+            f"It is stored in `src/ge2e/pretrained/{Path(record['model']).with_suffix('.json')}`, tied to the weights' "
+            "sha256. Pass `threshold=` / `--threshold` for another operating point.",
+        ]
+    else:
+        lines.append("No calibration file: `verify` needs an explicit threshold.")
+    lines += [
+        "",
+        "## Results on the official test trial lists",
+        "",
+        "Speakers of the test splits are unseen in training, validation and calibration. EER and the normalised",
+        "minDCF (p_target 0.01 and 0.05, C_miss = C_fa = 1) are threshold-free; miss / false-accept rates use the",
+        "calibrated threshold above. A trial whose file cannot be used (no speech found) is dropped and counted.",
+        "",
+        "| trial list | kind | trials (dropped) | EER | minDCF 0.01 | minDCF 0.05 | miss @ thr | false accept @ thr |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in res.items():
+        kind = KIND.get(name, "text-dependent (same keyword)")
+        lines.append(
+            f"| {name} | {kind} | {r['n_trials']} ({r['skipped_trials']}) | {_pct(r['eer'])} | "
+            f"{r['min_dcf_0.01']:.3f} | {r['min_dcf_0.05']:.3f} | {_pct(r.get('miss_rate'))} | "
+            f"{_pct(r.get('false_accept_rate'))} |"
+        )
+    lines += ["", "## Comparison: Resemblyzer on the same trials", ""]
+    if resemblyzer:
+        lines += [
+            f"{resemblyzer['system']}, its own front end (webrtcvad) on the same decoded 16 kHz audio, same trials, "
+            "same metric code (`benchmarks/resemblyzer_eer.py`, results in `benchmarks/results/resemblyzer_eer.json`).",
+            "",
+            "| trial list | ge2e_small EER | Resemblyzer EER | ge2e_small minDCF 0.01 | Resemblyzer minDCF 0.01 | "
+            "trials scored (ge2e / Resemblyzer) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, r in res.items():
+            b = resemblyzer["lists"].get(name)
+            if b is None:
+                continue
+            lines.append(
+                f"| {name} | {_pct(r['eer'])} | {_pct(b['eer'])} | {r['min_dcf_0.01']:.3f} | "
+                f"{b['min_dcf_0.01']:.3f} | {r['n_trials']} / {b['n_trials']} |"
+            )
+        lines += [
+            "",
+            "Resemblyzer was trained on about 1.8k speakers (LibriSpeech-other, VoxCeleb 1 and 2); `ge2e_small` on the "
+            "few hundred speakers of the shared train splits, on CPU.",
+        ]
+    else:
+        lines.append(
+            "Not measured yet: run `python benchmarks/resemblyzer_eer.py` (needs `pip install 'ge2e[bench]'`)."
+        )
+    lines += [
+        "",
+        "## Limitations",
+        "",
+        "- Few training speakers (see above): expect higher error rates on other languages, channels and far-field "
+        "audio than on the shared corpora. Re-calibrate the threshold on your own development data.",
+        "- DSPSpeech-20 has one recording device per speaker, so its figures partly measure device recognition.",
+        "- The model is text-independent; on the keyword list it is used as is, without keyword-specific training.",
+        "- Utterances with less than 250 ms of speech after VAD are rejected rather than scored.",
+        "",
+        "## Reproduce",
+        "",
+        "```sh",
+        "ge2e train recipes/shared_ti/conf/small.yaml                       # the lead's training run",
+        "python recipes/shared_ti/calibrate.py --model src/ge2e/pretrained/ge2e_small.pt",
+        "python benchmarks/resemblyzer_eer.py                               # optional: pip install 'ge2e[bench]'",
+        "python recipes/shared_ti/model_card.py",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="checkpoint (default: the bundled model)")
+    parser.add_argument("--exp", help="experiment folder with metrics.csv (default: the checkpoint's out_dir)")
+    parser.add_argument("--data", default=os.environ.get("GE2E_DATA", "../shared/data"), help="shared data folder")
+    parser.add_argument("--results", default=str(DEFAULT_RESULTS), help="figures JSON (written, or checked)")
+    parser.add_argument("--resemblyzer", default=str(DEFAULT_RESEMBLYZER), help="Resemblyzer figures JSON")
+    parser.add_argument("--out", default=str(REPO / "docs/model.md"), help="model card to write")
+    parser.add_argument("--check", action="store_true", help="re-evaluate and compare with --results; write nothing")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    data = Path(args.data)
+    if not (data / "trials").is_dir():
+        print(f"model_card: {data}/trials not found (set GE2E_DATA or --data)", file=sys.stderr)
+        return 2
+    try:
+        model = SpeakerEncoder.load(args.model)
+        calibration = _read_json(calibration_path(args.model))
+        sha = file_sha256(args.model)
+        if calibration and calibration.get("model_sha256") != sha:
+            raise Ge2eError(f"{calibration_path(args.model)}: made for other weights; re-run calibrate.py")
+        test = evaluate_lists(model, data, calibration["threshold"] if calibration else None)
+    except Ge2eError as exc:
+        print(f"model_card: {exc}", file=sys.stderr)
+        return 1
+    results_path = Path(args.results)
+    previous = _read_json(results_path)
+    if args.check:
+        if previous is None or previous.get("test") != test:
+            print(f"model_card: figures differ from {results_path}", file=sys.stderr)
+            print(json.dumps({"expected": (previous or {}).get("test"), "got": test}, indent=1), file=sys.stderr)
+            return 1
+        print(f"{results_path}: every figure reproduced")
+        return 0
+    exp = Path(args.exp) if args.exp else Path((model.meta.get("config") or {}).get("out_dir", "exp/none"))
+    training = training_facts(model, exp)
+    if "train_seconds" not in training and previous and previous.get("model_sha256") == sha:
+        training = previous["training"]  # the experiment folder is not in git: keep what the first run measured
+    record = {
+        "model": Path(args.model).name,
+        "model_sha256": sha,
+        "model_mb": round(Path(args.model).stat().st_size / 2**20, 2),
+        "training": training,
+        "calibration": calibration,
+        "test": test,
+        "script": "recipes/shared_ti/model_card.py",
+    }
+    _atomic_write(results_path, json.dumps(record, indent=1) + "\n")
+    _atomic_write(Path(args.out), render(record, _read_json(Path(args.resemblyzer))))
+    print(f"wrote {args.out} and {results_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
