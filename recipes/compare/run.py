@@ -7,8 +7,9 @@
    both with GE2E-softmax. Test: official speech_commands_v0.02_test.test trial list (same-keyword pairs).
 
 Every run is resumable (``train`` resumes from ``<out>/last.pt``; a finished run is skipped), writes under
-``exp/compare/<run>/`` and is tested with the checkpoint of best validation EER (``best.pt``: early stopping
-on the dev split). Then ``report.py`` turns the outputs into docs/results.md. Run from the repo root::
+``exp/compare/<run>/`` and is tested with its final model (``model.pt``, the fixed step budget: the dev splits
+are too small to pick checkpoints reliably). Then ``report.py`` turns the outputs into docs/results.md.
+Run from the repo root::
 
     nice -n 15 .venv/bin/python recipes/compare/run.py > exp/compare/run.log 2>&1 &
 """
@@ -81,22 +82,22 @@ def run_training(name: str, out_root: Path, extra: list[str]) -> Path:
 
 
 def test_run(name: str, out: Path) -> None:
-    """Test EER of ``out/best.pt`` on the official trial lists (and the enrollment protocol for TI runs)."""
+    """Test EER of ``out/model.pt`` on the official trial lists (and the enrollment protocol for TI runs)."""
     _, _, tests, cache_dir = RUNS[name]
-    model = SpeakerEncoder.load(out / "best.pt")
+    model = SpeakerEncoder.load(out / "model.pt")
     store = EmbeddingStore(out / "eval" / "embeddings.npz", model_fingerprint(model))
     options = EvalOptions(features=[cache_dir])
     for split in tests:
         trials = list_trials(data_root() / "trials" / f"{split}.txt", data_root())
         report, scored = evaluate(model, trials, store, options)
-        _save(out / "eval" / split, {"split": split, "mode": "trials", "model": str(out / "best.pt")}, report, scored)
+        _save(out / "eval" / split, {"split": split, "mode": "trials", "model": str(out / "model.pt")}, report, scored)
     if name.startswith("ti_"):
         cache = FeatureCache(cache_dir)
         keep = resolve_speakers([ENROLL_SPLIT])
         utts = [Utterance(u.path, u.speaker, u.label, u.corpus) for u in cache.utterances if u.key in keep]
         trials, _ = corpus_trials(utts, ENROLL_K, seed=0)
         report, scored = evaluate(model, trials, store, options)
-        info = {"split": ENROLL_SPLIT, "mode": "corpus", "enroll": ENROLL_K, "model": str(out / "best.pt")}
+        info = {"split": ENROLL_SPLIT, "mode": "corpus", "enroll": ENROLL_K, "model": str(out / "model.pt")}
         _save(out / "eval" / f"{ENROLL_SPLIT}.enroll{ENROLL_K}", info, report, scored)
     store.save()
 
