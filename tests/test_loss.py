@@ -180,3 +180,11 @@ def test_cuda_matches_cpu():
     e = torch.randn(8, 5, 16)
     loss = GE2ELoss()
     torch.testing.assert_close(loss.cuda()(e.cuda()).cpu(), GE2ELoss()(e), rtol=1e-4, atol=1e-4)
+
+
+def test_loss_called_once_per_source_before_one_backward():
+    """MultiReader evaluates the loss on several batches and backpropagates their weighted sum once."""
+    loss = GE2ELoss()
+    a, b = torch.randn(3, 4, 5, requires_grad=True), torch.randn(3, 4, 5, requires_grad=True)
+    (loss(a) + 0.5 * loss(b)).backward()
+    assert a.grad is not None and b.grad is not None and loss.w.grad is not None

@@ -37,7 +37,6 @@ from ge2e.evaluate import (
     model_fingerprint,
     write_outputs,
 )
-from ge2e.loss import _ScaledSimilarity
 from ge2e.model import SpeakerEncoder
 from ge2e.train import train
 
@@ -54,19 +53,6 @@ RUNS: dict[str, tuple[str, list[str], tuple[str, ...], str]] = {
 }
 ENROLL_SPLIT = "DSPSpeech-20.test"  # corpus-mode test of the TI runs: the paper's K-utterance enrollment
 ENROLL_K = 3
-
-
-def _positive_w_once(self: _ScaledSimilarity) -> torch.Tensor:
-    """Clamp w only when it is out of range.
-
-    ``ge2e.loss`` clamps in place on every call, which bumps the parameter's version; with several sources
-    (MultiReader) the loss is called once per source and backward then fails ("modified by an inplace
-    operation"). Clamping only when needed keeps the same maths. Drop this once ``ge2e.loss`` does the same.
-    """
-    if float(self.w.detach()) < self.min_w:
-        with torch.no_grad():
-            self.w.clamp_(min=self.min_w)
-    return self.w
 
 
 def run_training(name: str, out_root: Path, extra: list[str]) -> Path:
@@ -116,7 +102,6 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     torch.set_num_threads(1)  # the machine is shared: one core per run
-    _ScaledSimilarity.positive_w = _positive_w_once
     os.environ.setdefault("GE2E_DATA", str(data_root()))
     out_root = Path(args.out)
     for name in args.runs:

@@ -57,8 +57,11 @@ class _ScaledSimilarity(nn.Module):
         Clamping the parameter itself, rather than a copy, keeps gradients flowing at the boundary: a clamped
         copy of a negative parameter would have zero gradient and could never recover.
         """
-        with torch.no_grad():
-            self.w.clamp_(min=self.min_w)
+        # Only touch w when it is out of range: an in-place write would invalidate graphs that already use w
+        # (MultiReader evaluates the loss once per data source before a single backward).
+        if self.w.detach() < self.min_w:
+            with torch.no_grad():
+                self.w.clamp_(min=self.min_w)
         return self.w
 
 
@@ -125,9 +128,7 @@ class TE2ELoss(_ScaledSimilarity):
         super().__init__(init_w, init_b, min_w, grad_scale)
         self.num_enroll = num_enroll
 
-    def tuple_scores(
-        self, embeddings: torch.Tensor, shift: int | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def tuple_scores(self, embeddings: torch.Tensor, shift: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores of the positive and negative tuples, each ``(N, M)``; ``shift`` fixes r for tests."""
         n, m, _ = check_batch(embeddings)
         idx = enrollment_indices(m, self.num_enroll or m - 1, embeddings.device)
