@@ -141,8 +141,7 @@ def render(record: dict[str, Any], resemblyzer: dict[str, Any] | None) -> str:
         "",
         "| | |",
         "|---|---|",
-        f"| file | `src/ge2e/pretrained/{record['model']}` ({record['model_mb']:.1f} MB, sha256 "
-        f"`{record['model_sha256'][:12]}`) |",
+        f"| file | `{record['model']}` ({record['model_mb']:.1f} MB, sha256 `{record['model_sha256'][:12]}`) |",
         f"| architecture | {arch}, d-vector D = {t['embedding_size']}, {t['parameters']:,} parameters "
         f"(preset `{t['preset']}`) |",
         f"| front end | {t['front_end']} |",
@@ -167,7 +166,7 @@ def render(record: dict[str, Any], resemblyzer: dict[str, Any] | None) -> str:
         lines += [
             f"`ge2e.verify` and `ge2e verify` accept when the score is >= **{cal['threshold']:.4f}**: the equal-error-"
             f"rate threshold of the pooled official **dev** trial lists (pooled EER {_pct(cal['pooled_eer'])}; {dev}).",
-            f"It is stored in `src/ge2e/pretrained/{Path(record['model']).with_suffix('.json')}`, tied to the weights' "
+            f"It is stored in `{Path(record['model']).with_suffix('.json')}`, tied to the weights' "
             "sha256. Pass `threshold=` / `--threshold` for another operating point.",
         ]
     else:
@@ -291,8 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     training = training_facts(model, exp)
     if "train_seconds" not in training and previous and previous.get("model_sha256") == sha:
         training = previous["training"]  # the experiment folder is not in git: keep what the first run measured
+    model_path = Path(args.model).resolve()
     record = {
-        "model": Path(args.model).name,
+        "model": str(model_path.relative_to(REPO) if model_path.is_relative_to(REPO) else model_path),
         "model_sha256": sha,
         "model_mb": round(Path(args.model).stat().st_size / 2**20, 2),
         "training": training,
