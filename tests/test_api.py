@@ -192,11 +192,20 @@ def test_bundled_calibration_matches_the_weights() -> None:
 
 @needs_bundled
 def test_bundled_model_verifies_test_speakers(data_root: Path) -> None:
+    """Held-out LibriSpeech test speakers, 3 enrollment utterances each, 2 test utterances each against every
+    speaker: most same-speaker trials must say same and most different-speaker trials must say different."""
     root = data_root / "LibriSpeech" / "test-other"
-    speakers = sorted(p for p in root.iterdir() if p.is_dir())[:2]
-    first, second = (sorted(s.rglob("*.flac")) for s in speakers)
-    same = ge2e.verify(first[:3], first[5])
-    different = ge2e.verify(first[:3], second[5])
-    assert same.same_speaker, same
-    assert not different.same_speaker, different
-    assert same.score > different.score
+    speakers = [sorted(s.rglob("*.flac")) for s in sorted(p for p in root.iterdir() if p.is_dir())[:4]]
+    model = ge2e.load_model()
+    threshold = api.default_threshold(model)
+    enrolled = [api.embed_speaker(files[:3], model) for files in speakers]
+    tests = api.embed_utterances([f for files in speakers for f in files[3:5]], model)
+    owner = np.repeat(np.arange(len(speakers)), 2)
+    scores = tests @ np.stack(enrolled).T
+    is_target = owner[:, None] == np.arange(len(speakers))[None, :]
+    accepted = scores >= threshold
+    assert accepted[is_target].mean() > 0.5, scores[is_target]
+    assert (~accepted[~is_target]).mean() > 0.5, scores[~is_target]
+    assert scores[is_target].mean() > scores[~is_target].mean()
+    result = ge2e.verify(speakers[0][:3], speakers[0][3], model)
+    assert result.score == pytest.approx(float(scores[0, 0]), abs=1e-5) and result.threshold == threshold
