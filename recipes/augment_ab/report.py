@@ -141,9 +141,10 @@ def describe(r: dict) -> str:
     return "none (originals)" if not aug else "originals + " + ", ".join(aug)
 
 
-def verdict(runs: list[dict], base: dict) -> list[str]:
-    """The conclusion, derived from the numbers (one paragraph per compared run)."""
-    lines = []
+def verdict(runs: list[dict], base: dict) -> tuple[list[str], dict[str, str]]:
+    """The conclusion, derived from the numbers: one paragraph per compared run, and each run's outcome
+    ("helps", "hurts", "mixed", "inconclusive")."""
+    lines, outcome = [], {}
     for r in runs:
         if r is base or not r["final_val"] or not base["final_val"]:
             continue
@@ -177,17 +178,57 @@ def verdict(runs: list[dict], base: dict) -> list[str]:
                 + (f" and not significant on {', '.join(set(boots) - set(better))}" if set(boots) - set(better) else "")
                 + ": augmentation helps in this setting."
             )
+            outcome[r["name"]] = "helps"
         elif worse and not better:
             text += f"Augmentation is significantly worse on {', '.join(worse)}: it does not help in this setting."
+            outcome[r["name"]] = "hurts"
         elif better and worse:
             text += f"Mixed: better on {', '.join(better)}, worse on {', '.join(worse)}; no overall win can be claimed."
+            outcome[r["name"]] = "mixed"
         else:
             text += (
                 "Every interval contains zero: the difference is within trial-sampling noise, so this budget "
                 "gives no evidence either way" + (" (the point estimate favours augmentation)." if d_final < 0 else ".")
             )
+            outcome[r["name"]] = "inconclusive"
         lines.append(text)
-    return lines
+    return lines, outcome
+
+
+HOW_TO = (
+    "To train the bundled recipe (`recipes/shared_ti/conf/small.yaml`: LibriSpeech.train + DSPSpeech-20.train in "
+    "one source) with augmentation, build a cache that holds augmented copies of the LibriSpeech train clips and "
+    "the DSPSpeech-20 train originals (a second `prepare` into the same folder extends it):\n\n"
+    "```bash\n"
+    "D=${GE2E_DATA:-../shared/data}\n"
+    "ge2e prepare $D/LibriSpeech --split-file $D/splits/LibriSpeech.train.txt --out cache/ti_aug "
+    "--augment speed,noise,reverb\n"
+    "ge2e prepare $D/DSPSpeech-20 --split-file $D/splits/DSPSpeech-20.train.txt --out cache/ti_aug\n"
+    "```\n\n"
+    "then set `cache: cache/ti_aug` on the training source (splits unchanged; `augmented: true` is the default) "
+    "and keep the validation sources on `cache/ti` / `cache/kw` with `augmented: false`. (Adding "
+    "`--augment speed,noise,reverb` to the DSPSpeech-20 line as well makes 5 cached copies of each of its train files.)"
+)
+
+
+def recommendation(outcome: dict[str, str]) -> str:
+    """Whether the recipes should turn augmentation on, from the measured outcomes."""
+    if not outcome:
+        return "No comparison yet."
+    if all(v == "helps" for v in outcome.values()):
+        head = (
+            "Augmentation lowered validation EER beyond trial noise here: turn it on in the text-independent "
+            "recipe, and re-check with a second seed when CPU time allows."
+        )
+    elif any(v == "hurts" for v in outcome.values()):
+        head = "Augmentation made validation EER worse here: keep it OFF in the recipes."
+    else:
+        head = (
+            "No measured gain beyond noise: keep augmentation OFF by default in the recipes (the issue asks for it "
+            "only where it helps validation EER), and re-run this A/B with a longer budget, a larger encoder or more "
+            "seeds before changing the default."
+        )
+    return head + "\n\n" + HOW_TO
 
 
 def main() -> int:
@@ -293,7 +334,7 @@ def main() -> int:
     out += ["", f"![validation EER vs step]({os.path.relpath(args.img, Path(args.doc).parent)})", ""]
 
     out += ["## Conclusion", ""]
-    conclusions = verdict(runs, base)
+    conclusions, outcome = verdict(runs, base)
     out += [(c_ + "\n") for c_ in conclusions] or ["Only one run so far: nothing to compare.\n"]
     unfinished = [r["name"] for r in runs if r["steps"] < r["target_steps"]]
     out += [
@@ -310,9 +351,9 @@ def main() -> int:
         "crops per step, so its per-step cost is the same)."
         + (f" Unfinished runs: {', '.join(unfinished)}." if unfinished else ""),
         "",
-        f"_Generated at commit {commit} from {exp}/{{{','.join(r['name'] for r in runs)}}}._",
-        "",
     ]
+    out += ["## Recommendation", "", recommendation(outcome), ""]
+    out += [f"_Generated at commit {commit} from {exp}/{{{','.join(r['name'] for r in runs)}}}._", ""]
     Path(args.doc).parent.mkdir(parents=True, exist_ok=True)
     Path(args.doc).write_text("\n".join(out))
     print(f"wrote {args.doc} and {args.img}")
