@@ -305,6 +305,30 @@ def log_mel(wav: torch.Tensor, cfg: AudioConfig = AudioConfig()) -> torch.Tensor
 # ---------------------------------------------------------------------------------------------- front end
 
 
+def input_name(source: str | Path | np.ndarray, name: str | None = None) -> str:
+    """How errors name an input: ``name`` if given, else the path, or ``<array>``."""
+    if name is not None:
+        return name
+    return ARRAY_NAME if isinstance(source, np.ndarray) else str(source)
+
+
+def load_normalized(source: str | Path | np.ndarray, sr: int | None, cfg: AudioConfig, name: str) -> np.ndarray:
+    """Load (mono, ``cfg.sample_rate``), reject silence, normalise the volume -> float32 ``(L,)``.
+
+    Raises:
+        AudioError subclasses named ``name``; NoSpeechError for silent audio.
+    """
+    try:
+        wav = load_audio(source, sr, cfg.sample_rate)
+    except AudioError as exc:
+        raise type(exc)(name, exc.problem) from exc
+    # checked before normalising, which would amplify near-silence (noise floor, dither) to speech level
+    level = peak_dbfs(wav)
+    if level < SILENCE_DBFS:
+        raise NoSpeechError(name, f"silent audio (peak {level:.0f} dBFS)")
+    return normalize_volume(wav, cfg.normalization, cfg.target_dbfs)
+
+
 def preprocess(
     source: str | Path | np.ndarray,
     sr: int | None = None,
@@ -324,17 +348,8 @@ def preprocess(
     Raises:
         AudioError subclasses; NoSpeechError for silent audio or no speech, AudioTooShort under the minimum.
     """
-    if name is None:
-        name = ARRAY_NAME if isinstance(source, np.ndarray) else str(source)
-    try:
-        wav = load_audio(source, sr, cfg.sample_rate)
-    except AudioError as exc:
-        raise type(exc)(name, exc.problem) from exc
-    # checked before normalising, which would amplify near-silence (noise floor, dither) to speech level
-    level = peak_dbfs(wav)
-    if level < SILENCE_DBFS:
-        raise NoSpeechError(name, f"silent audio (peak {level:.0f} dBFS)")
-    wav = normalize_volume(wav, cfg.normalization, cfg.target_dbfs)
+    name = input_name(source, name)
+    wav = load_normalized(source, sr, cfg, name)
     if cfg.vad:
         wav = trim_silence(wav, cfg.sample_rate, cfg.vad_threshold, cfg.vad_pad_ms, name)
     min_samples = max(round(cfg.min_speech_ms * cfg.sample_rate / 1000), cfg.win_length)

@@ -21,7 +21,7 @@ import torch
 
 from ge2e.config import InferenceConfig
 from ge2e.diarization.rttm import Segment
-from ge2e.errors import AudioError, AudioTooShort, Ge2eError, NoSpeechError
+from ge2e.errors import AudioTooShort, Ge2eError, NoSpeechError
 
 logger = logging.getLogger(__name__)
 
@@ -94,31 +94,15 @@ def embed_speech(
         AudioError subclasses naming ``name`` (default: the path or ``<array>``): unreadable audio,
         ``NoSpeechError`` for silence or no speech, ``AudioTooShort`` under ``min_speech_ms`` of speech.
     """
-    from ge2e.audio import (
-        ARRAY_NAME,
-        SILENCE_DBFS,
-        load_audio,
-        log_mel,
-        normalize_volume,
-        peak_dbfs,
-        speech_mask,
-    )
+    from ge2e.audio import input_name, load_normalized, log_mel, speech_mask
     from ge2e.inference import window_starts, windows
 
     cfg = cfg or DiarizationConfig()
     audio = model.audio
-    if name is None:
-        name = ARRAY_NAME if isinstance(source, np.ndarray) else str(source)
-    try:
-        wav = load_audio(source, sr, audio.sample_rate)
-    except AudioError as exc:
-        raise type(exc)(name, exc.problem) from exc
-    level = peak_dbfs(wav)
-    if level < SILENCE_DBFS:  # before normalising, which would lift the noise floor to speech level
-        raise NoSpeechError(name, f"silent audio (peak {level:.0f} dBFS)")
+    name = input_name(source, name)
+    wav = load_normalized(source, sr, audio, name)
     if len(wav) < audio.win_length:
         raise AudioTooShort(name, f"{1000 * len(wav) / audio.sample_rate:.0f} ms of audio, too short for one frame")
-    wav = normalize_volume(wav, audio.normalization, audio.target_dbfs)
     feats = log_mel(torch.from_numpy(wav), audio)  # (T, n_mels)
     centres = np.arange(feats.shape[0]) * audio.hop_length + audio.win_length // 2
     if audio.vad:
