@@ -97,9 +97,11 @@ def main() -> None:
         encoders = variants(model, Path(tmp), args.threads)
         frames = torch.randn(64, model.inference.window_frames, model.config.n_mels)
         rates = speed(encoders, frames, args.repeats)
-        eers = {
-            name: trial_eer(encoders, cache, args.data / "trials" / f"{name}.txt", args.data) for name in args.lists
-        }
+        lists = {name: args.data / "trials" / f"{name}.txt" for name in args.lists}
+        scored = {name: trial_eer(encoders, cache, path, args.data) for name, path in lists.items()}
+    eers = {name: e for name, (e, _) in scored.items()}
+    for name, (_, dropped) in scored.items():
+        print(f"{name}: {dropped} trial(s) left out (a file that the front end rejects, see {args.cache}/errors.tsv)")
     ref = "PyTorch float32"
     rows = []
     for name in encoders:
@@ -110,7 +112,8 @@ def main() -> None:
     headers = ["encoder", *(f"EER {lst} (change)" for lst in args.lists), "windows/s", "speed vs float32"]
     print(table(headers, rows))
     result = {"machine": info, "threads": args.threads, "model": str(args.model), "meta": model.meta}
-    result.update(eer=eers, windows_per_s=rates, repeats=args.repeats)
+    result.update(eer=eers, trials_left_out={k: d for k, (_, d) in scored.items()}, windows_per_s=rates)
+    result.update(repeats=args.repeats)
     print(f"results: {write_result(args.out, result)}")
 
 
