@@ -45,14 +45,18 @@ def variants(model: SpeakerEncoder, workdir: Path, threads: int) -> dict[str, An
     }
 
 
-def trial_eer(encoders: dict[str, Any], cache: FeatureCache, trials_path: Path, data: Path) -> dict[str, float]:
-    """EER of each encoder on one trial list; utterance features come from ``cache``."""
-    trials = read_trials(trials_path, data)
+def trial_eer(
+    encoders: dict[str, Any], cache: FeatureCache, trials_path: Path, data: Path
+) -> tuple[dict[str, float], int]:
+    """EER of each encoder on one trial list, and the number of trials left out.
+
+    Utterance features come from ``cache``; trials with a file that ``ge2e prepare`` could not use (listed in
+    the cache's errors.tsv: no speech, too short) are left out, identically for every encoder.
+    """
     where = {str(Path(u.path).resolve()): i for i, u in enumerate(cache.utterances) if not u.augment}
+    listed = read_trials(trials_path, data)
+    trials = [t for t in listed if str(t.enroll.resolve()) in where and str(t.test.resolve()) in where]
     paths = sorted({str(p.resolve()) for t in trials for p in (t.enroll, t.test)})
-    missing = [p for p in paths if p not in where]
-    if missing:
-        raise SystemExit(f"{trials_path}: {len(missing)} files not in the cache {cache.root}, e.g. {missing[0]}")
     mels = [torch.from_numpy(cache.features(where[p])) for p in paths]
     row = {p: k for k, p in enumerate(paths)}
     labels = np.array([t.label for t in trials])
@@ -62,7 +66,7 @@ def trial_eer(encoders: dict[str, Any], cache: FeatureCache, trials_path: Path, 
     for name, enc in encoders.items():
         emb = embed_mels(enc, mels, enc.inference).numpy()
         out[name] = eer(cosine_scores(emb[enroll], emb[test]), labels)[0]
-    return out
+    return out, len(listed) - len(trials)
 
 
 def speed(encoders: dict[str, Any], frames: torch.Tensor, repeats: int) -> dict[str, float]:
