@@ -3,7 +3,9 @@
 PyTorch's oneDNN LSTM kernel does not take ``proj_size``; a projected LSTM falls back to the generic
 implementation. For several hidden sizes this times one forward + backward of a 3-layer batch-first LSTM on
 ``(B, T, 40)`` frames with a projection to P, against the same LSTM without projection followed by a linear
-layer to P (what ``ge2e.model.SpeakerEncoder`` does when ``proj_size == 0``), interleaved, medians. Usage::
+layer to P (what ``ge2e.model.SpeakerEncoder`` does when ``proj_size == 0``), and that unprojected LSTM again
+with oneDNN switched off (``torch.backends.mkldnn.flags(enabled=False)``: PyTorch's native kernel, the one a
+projected LSTM gets), interleaved, medians. Usage::
 
     nice -n 15 .venv/bin/python benchmarks/presets.py --batch 64 --frames 160 --threads 1
 """
@@ -22,12 +24,13 @@ from ge2e.config import ModelConfig
 from ge2e.model import SpeakerEncoder
 
 
-def step(model: SpeakerEncoder, frames: torch.Tensor) -> Callable[[], None]:
+def step(model: SpeakerEncoder, frames: torch.Tensor, onednn: bool = True) -> Callable[[], None]:
     """One training-shaped unit: encoder forward on the batch, a scalar loss, backward."""
 
     def run() -> None:
         model.zero_grad(set_to_none=True)
-        model(frames).square().sum().backward()
+        with torch.backends.mkldnn.flags(enabled=onednn):
+            model(frames).square().sum().backward()
 
     return run
 
@@ -58,7 +61,9 @@ def main() -> None:
         }
         # the unprojected model's embedding is H-dimensional; a linear layer to P keeps the outputs comparable
         models["no projection"].linear = nn.Linear(hidden, proj)
-        times = interleaved({k: step(m, frames) for k, m in models.items()}, args.repeats)
+        fns = {k: step(m, frames) for k, m in models.items()}
+        fns["no projection, oneDNN off"] = step(models["no projection"], frames, onednn=False)
+        times = interleaved(fns, args.repeats)
         ms = {k: 1000 * median(v) for k, v in times.items()}
         params = {k: sum(p.numel() for p in m.parameters()) for k, m in models.items()}
         rows.append(
@@ -66,12 +71,14 @@ def main() -> None:
                 f"{hidden} -> {proj}",
                 f"{ms['projection']:.0f}",
                 f"{ms['no projection']:.0f}",
-                f"{ms['projection'] / ms['no projection']:.1f}x",
+                f"{ms['no projection, oneDNN off']:.0f}",
+                f"{ms['projection'] / ms['no projection']:.2f}x",
                 f"{params['projection'] / 1e6:.2f}M / {params['no projection'] / 1e6:.2f}M",
             ]
         )
         records.append({"hidden": hidden, "proj": proj, "median_ms": ms, "times_s": times, "params": params})
-    headers = ["hidden -> D", "projection ms", "no projection + linear ms", "projection / no projection"]
+    headers = ["hidden -> D", "projection ms", "no projection + linear ms", "same, oneDNN off ms"]
+    headers += ["projection / no projection"]
     print(table([*headers, "parameters (proj / no proj)"], rows))
     result = {"machine": info, "threads": args.threads, "batch": args.batch, "frames": args.frames}
     result.update(layers=args.layers, repeats=args.repeats, results=records)
