@@ -149,3 +149,19 @@ def test_embed_files_skips_bad_files_and_keeps_going(tmp_path):
     assert result.paths == [str(good)] and result.embeddings.shape == (1, 8)
     assert set(result.errors) == {str(corrupt), str(tmp_path / "missing.wav")}
     np.testing.assert_allclose(result.embeddings[0], model.embed_utterance(good), rtol=1e-4, atol=1e-5)
+
+
+def test_encoder_methods_for_speakers_and_files(tmp_path):
+    import soundfile as sf
+
+    t = np.arange(32000) / 16000
+    wav = (np.sin(2 * np.pi * 150 * t) * (1 + np.sin(2 * np.pi * 3 * t)) * 0.3).astype(np.float32)
+    paths = []
+    for k in range(2):
+        paths.append(tmp_path / f"{k}.wav")
+        sf.write(paths[-1], np.roll(wav, 1000 * k), 16000)
+    model = SpeakerEncoder(TINY, audio=AudioConfig(vad=False))
+    result = model.embed_files(paths, progress=False)
+    assert result.embeddings.shape == (2, 8)
+    expected = result.embeddings.mean(0) / np.linalg.norm(result.embeddings.mean(0))
+    np.testing.assert_allclose(model.embed_speaker(paths), expected, rtol=1e-4, atol=1e-5)

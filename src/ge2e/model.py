@@ -122,6 +122,18 @@ class SpeakerEncoder(nn.Module):
 
         return self.embed_mel(preprocess(source, sr=sr, cfg=self.audio))
 
+    def embed_speaker(self, items: Any, sr: int | None = None) -> np.ndarray:
+        """Speaker d-vector ``(D,)`` from enrollment utterances (see :func:`ge2e.api.embed_speaker`)."""
+        from ge2e.api import embed_speaker
+
+        return embed_speaker(items, model=self, sr=sr)
+
+    def embed_files(self, paths: Any, batch_size: int = 32, progress: bool = True) -> Any:
+        """d-vectors of many files, windows batched across them (see :func:`ge2e.inference.embed_files`)."""
+        from ge2e.inference import embed_files
+
+        return embed_files(self, paths, batch_size=batch_size, progress=progress)
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
