@@ -6,7 +6,6 @@ Shapes: ``N`` speakers, ``M`` utterances per speaker, ``D`` embedding size.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 _EPS = 1e-8
 
@@ -23,29 +22,29 @@ def check_batch(embeddings: torch.Tensor) -> tuple[int, int, int]:
     return n, m, d
 
 
-def centroids(embeddings: torch.Tensor) -> torch.Tensor:
-    """Speaker centroids c_k, the mean of each speaker's M embeddings (Eq. 1). ``(N, M, D) -> (N, D)``."""
-    return embeddings.mean(dim=1)
-
-
-def exclusive_centroids(embeddings: torch.Tensor) -> torch.Tensor:
-    """Leave-one-out centroids c_j^(-i) = (sum_m e_jm - e_ji) / (M - 1) (Eq. 8). ``(N, M, D) -> (N, M, D)``.
-
-    Excluding e_ji keeps the true-speaker similarity from being inflated by the utterance itself, which
-    otherwise makes training converge to trivial solutions more easily (paper, Sec. 2.1).
-    """
-    m = embeddings.shape[1]
-    return (embeddings.sum(dim=1, keepdim=True) - embeddings) / (m - 1)
-
-
 def cosine_to_centroids(embeddings: torch.Tensor) -> torch.Tensor:
-    """Cosine similarities cos(e_ji, c_k), with c_j^(-i) on the diagonal k = j (Eq. 9). ``-> (N, M, N)``."""
+    """Cosine similarities cos(e_ji, c_k), with the leave-one-out centroid on the diagonal k = j (Eq. 8, 9).
+
+    c_k is the mean of speaker k's M embeddings; for k = j it is c_j^(-i) = (sum_m e_jm - e_ji) / (M - 1), so
+    the true-speaker similarity is not inflated by the utterance itself, which otherwise makes training converge
+    to trivial solutions more easily (paper, Sec. 2.1).
+
+    Cosines ignore the 1/M and 1/(M-1) scales, so every term follows from one ``(N, M, N)`` product of the
+    embeddings with the speaker sums S_k and from squared norms: e.(S_j - e) = e.S_j - |e|^2 and
+    |S_j - e|^2 = |S_j|^2 - 2 e.S_j + |e|^2. No ``(N, M, D)`` leave-one-out centroids are built, which roughly
+    halves the loss's time (benchmarks/loss.py).
+
+    ``(N, M, D) -> (N, M, N)``.
+    """
     n, _, _ = check_batch(embeddings)
-    e = F.normalize(embeddings, dim=-1, eps=_EPS)
-    c = F.normalize(centroids(embeddings), dim=-1, eps=_EPS)
-    c_excl = F.normalize(exclusive_centroids(embeddings), dim=-1, eps=_EPS)
-    cos_all = torch.einsum("jid,kd->jik", e, c)
-    cos_self = (e * c_excl).sum(dim=-1)
+    sums = embeddings.sum(dim=1)  # (N, D)
+    dots = torch.einsum("jid,kd->jik", embeddings, sums)  # e_ji . S_k
+    e_sq = embeddings.pow(2).sum(dim=-1)  # (N, M)
+    s_sq = sums.pow(2).sum(dim=-1)  # (N,)
+    cos_all = dots / (e_sq.unsqueeze(-1) * s_sq).clamp_min(_EPS**2).sqrt()
+    own = dots.diagonal(dim1=0, dim2=2).transpose(0, 1)  # (N, M): e_ji . S_j
+    excl_sq = (s_sq.unsqueeze(-1) - 2 * own + e_sq).clamp_min(0)  # |S_j - e_ji|^2, >= 0 up to rounding
+    cos_self = (own - e_sq) / (e_sq * excl_sq).clamp_min(_EPS**2).sqrt()
     same = torch.eye(n, dtype=torch.bool, device=embeddings.device).unsqueeze(1)
     return torch.where(same, cos_self.unsqueeze(-1), cos_all)
 
