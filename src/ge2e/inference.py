@@ -56,7 +56,7 @@ def embed_mels(
     All full-length windows share one shape, so they are stacked across utterances and run ``batch_windows``
     at a time; the few utterances shorter than one window are run in groups of equal length.
     """
-    device = next(model.parameters()).device
+    device = getattr(model, "device", None) or next(model.parameters()).device
     pieces = [windows(mel, cfg) for mel in mels]
     owner = torch.cat([torch.full((p.shape[0],), u) for u, p in enumerate(pieces)])
     by_length: dict[int, list[int]] = {}

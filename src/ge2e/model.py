@@ -23,9 +23,9 @@ from ge2e.errors import CheckpointError
 CHECKPOINT_FORMAT = "ge2e.SpeakerEncoder"
 CHECKPOINT_VERSION = 1
 
-# "small" is sized for CPU training. PyTorch's oneDNN LSTM kernel does not support proj_size, and the fallback
-# is ~5x slower per training step on CPU (benchmarks/presets.py), so "small" uses 256 cells without projection
-# and the paper's linear layer after the last frame (the size of Resemblyzer's encoder).
+# "small" is sized for CPU training and inference: 3 x 256 cells and the paper's linear layer after the last frame
+# (the size of Resemblyzer's encoder), about 5x cheaper per training step than "paper" (benchmarks/presets.py,
+# benchmarks/train_step.py). Without a projection it also keeps PyTorch's oneDNN LSTM kernel on CPU.
 PRESETS: dict[str, ModelConfig] = {
     "paper": ModelConfig(hidden_size=768, proj_size=256, num_layers=3),
     "small": ModelConfig(hidden_size=256, proj_size=0, num_layers=3),
