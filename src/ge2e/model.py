@@ -7,6 +7,7 @@ so a model can be rebuilt without any global hyper-parameters.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -19,6 +20,8 @@ from torch import nn
 
 from ge2e.config import AudioConfig, InferenceConfig, ModelConfig
 from ge2e.errors import CheckpointError
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "ge2e.SpeakerEncoder"
 CHECKPOINT_VERSION = 1
@@ -191,8 +194,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt zips and pickles
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(path, f"cannot read model file ({first[:160]})") from None
+        logger.debug("torch.load(%s) failed: %r", path, exc)
+        raise CheckpointError(path, "cannot read model file: not a PyTorch checkpoint, or corrupt") from None
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
