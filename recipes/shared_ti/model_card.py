@@ -18,7 +18,6 @@ import itertools
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import torch
 from ge2e.api import calibration_path, file_sha256
 from ge2e.errors import Ge2eError
 from ge2e.evaluate import EmbeddingStore, evaluate, list_trials, model_fingerprint
+from ge2e.files import atomic_write
 from ge2e.model import SpeakerEncoder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -239,14 +239,6 @@ def render(record: dict[str, Any], resemblyzer: dict[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _read_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -300,8 +292,10 @@ def main(argv: list[str] | None = None) -> int:
         "test": test,
         "script": "recipes/shared_ti/model_card.py",
     }
-    _atomic_write(results_path, json.dumps(record, indent=1) + "\n")
-    _atomic_write(Path(args.out), render(record, _read_json(Path(args.resemblyzer))))
+    results_text = json.dumps(record, indent=1) + "\n"
+    atomic_write(results_path, lambda f: f.write(results_text), "w")
+    card = render(record, _read_json(Path(args.resemblyzer)))
+    atomic_write(args.out, lambda f: f.write(card), "w")
     print(f"wrote {args.out} and {results_path}")
     return 0
 

@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ import torch
 from ge2e.data.cache import FeatureCache
 from ge2e.data.readers import Utterance
 from ge2e.errors import Ge2eError
+from ge2e.files import atomic_write
 from ge2e.inference import embed_files, embed_mels
 from ge2e.metrics import det_curve, eer, min_dcf
 from ge2e.model import SpeakerEncoder
@@ -104,18 +104,13 @@ class EmbeddingStore:
         """Write the store atomically (temp file in the same folder, then ``os.replace``)."""
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         paths = sorted(self.vectors)
         dim = next(iter(self.vectors.values())).shape[0] if paths else 0
         emb = np.stack([self.vectors[p] for p in paths]) if paths else np.zeros((0, dim), np.float32)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, paths=np.asarray(paths, dtype=str), embeddings=emb, fingerprint=self.fingerprint)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(
+            self.path,
+            lambda f: np.savez(f, paths=np.asarray(paths, dtype=str), embeddings=emb, fingerprint=self.fingerprint),
+        )
 
 
 class FeatureLookup:
@@ -383,12 +378,8 @@ def write_outputs(out_dir: str | Path, report: dict[str, Any], scored: Scored, t
         f"{t.label}\t{s:.6f}\t{','.join(t.enroll)}\t{t.test}\n"
         for t, s in zip(scored.trials, scored.scores, strict=True)
     )
-    _atomic_text(Path(files["scores.tsv"]), "label\tscore\tenroll\ttest\n" + "".join(rows))
-    _atomic_text(Path(files["report.json"]), json.dumps({"version": REPORT_VERSION, **report}, indent=1) + "\n")
+    scores_text = "label\tscore\tenroll\ttest\n" + "".join(rows)
+    atomic_write(files["scores.tsv"], lambda f: f.write(scores_text), "w")
+    report_text = json.dumps({"version": REPORT_VERSION, **report}, indent=1) + "\n"
+    atomic_write(files["report.json"], lambda f: f.write(report_text), "w")
     return files
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

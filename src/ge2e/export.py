@@ -23,9 +23,8 @@ import dataclasses
 import json
 import logging
 import os
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +36,7 @@ from torch import nn
 
 from ge2e.config import AudioConfig, InferenceConfig, ModelConfig
 from ge2e.errors import CheckpointError, Ge2eError
+from ge2e.files import atomic_write_path
 from ge2e.model import SpeakerEncoder
 
 Format = Literal["onnx", "torchscript"]
@@ -165,20 +165,6 @@ def _metadata(model: SpeakerEncoder, int8: bool) -> str:
     )
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` for a temp file next to ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _probe(model: SpeakerEncoder) -> torch.Tensor:
     """Deterministic ``(3, T, n_mels)`` frames around the window length, for tracing and the parity check."""
     gen = torch.Generator().manual_seed(0)
@@ -271,9 +257,9 @@ def export(
     path = Path(path)
     model = copy.deepcopy(model).cpu().eval()
     if fmt == "onnx":
-        _atomic_write(path, lambda tmp: _write_onnx(model, tmp, int8, opset))
+        atomic_write_path(path, lambda tmp: _write_onnx(model, tmp, int8, opset))
     else:
-        _atomic_write(path, lambda tmp: _write_torchscript(model, tmp, int8))
+        atomic_write_path(path, lambda tmp: _write_torchscript(model, tmp, int8))
     probe = _probe(model)
     with torch.inference_mode():
         expected = model(probe)

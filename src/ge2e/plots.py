@@ -7,14 +7,14 @@ in the same folder, then ``os.replace``).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike
+
+from ge2e.files import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -34,16 +34,7 @@ def _new_figure(size: tuple[float, float]) -> Figure:
 
 def _save_png(fig: Figure, path: str | Path) -> None:
     """Write ``fig`` to ``path`` as PNG via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
 
 
 def _probit(p: ArrayLike) -> np.ndarray:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -63,16 +61,9 @@ def report_skipped(errors: dict[str, str]) -> None:
 
 def save_npz(path: str | Path, **arrays: Any) -> None:
     """``np.savez`` written atomically: temp file in the same folder, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from ge2e.files import atomic_write
+
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def run(args: argparse.Namespace) -> int:

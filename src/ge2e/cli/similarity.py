@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -54,10 +53,9 @@ def write_csv(path: str | Path, matrix: np.ndarray, paths: Sequence[str]) -> Non
     writer.writerow(["path", *paths])
     for p, row in zip(paths, matrix, strict=True):
         writer.writerow([p, *(f"{v:.6f}" for v in row)])
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(buffer.getvalue())
-    os.replace(tmp, path)
+    from ge2e.files import atomic_write
+
+    atomic_write(path, lambda f: f.write(buffer.getvalue()), "w")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,13 +6,12 @@ One line per speech turn, ten space-separated fields:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ge2e.errors import Ge2eError
+from ge2e.files import atomic_write
 
 RTTM_FIELDS = 10
 
@@ -43,16 +42,8 @@ def format_rttm(segments_by_uri: Mapping[str, Sequence[Segment]]) -> str:
 
 def write_rttm(segments_by_uri: Mapping[str, Sequence[Segment]], path: str | Path) -> None:
     """Write :func:`format_rttm` to ``path`` atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(format_rttm(segments_by_uri))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = format_rttm(segments_by_uri)
+    atomic_write(path, lambda f: f.write(text), "w")
 
 
 def read_rttm(path: str | Path) -> dict[str, list[Segment]]:
