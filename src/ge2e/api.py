@@ -29,7 +29,7 @@ import torch
 
 from ge2e.audio import preprocess
 from ge2e.errors import CheckpointError, Ge2eError
-from ge2e.inference import EmbeddedFiles, embed_mels
+from ge2e.inference import EmbeddedFiles, average_embeddings, embed_mels
 from ge2e.inference import embed_files as _embed_files
 from ge2e.model import SpeakerEncoder
 
@@ -205,14 +205,6 @@ def embed_speaker(
     average is normalised again (the speaker's centroid on the unit sphere).
     """
     return average_embeddings(embed_utterances(items, model, sr))
-
-
-def average_embeddings(embeddings: np.ndarray) -> np.ndarray:
-    """``(U, D)`` d-vectors -> ``(D,)`` float32: rows L2-normalised, averaged, and the average normalised."""
-    rows = np.asarray(embeddings, dtype=np.float64)
-    rows = rows / np.maximum(np.linalg.norm(rows, axis=-1, keepdims=True), 1e-12)
-    mean = rows.mean(axis=0)
-    return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
 
 
 def embed_files(

@@ -33,7 +33,7 @@ from ge2e.data.cache import FeatureCache
 from ge2e.data.readers import Utterance
 from ge2e.errors import Ge2eError
 from ge2e.files import atomic_write
-from ge2e.inference import embed_files, embed_mels
+from ge2e.inference import average_embeddings, embed_files, embed_mels
 from ge2e.metrics import det_curve, eer, min_dcf
 from ge2e.model import SpeakerEncoder
 from ge2e.scoring import as_norm, cosine_scores, read_trials, s_norm
@@ -240,16 +240,10 @@ def score_trials(trials: Sequence[EvalTrial], store: EmbeddingStore) -> Scored:
     kept = [t for t in trials if t.test in store and all(p in store for p in t.enroll)]
     if not kept:
         raise Ge2eError("no trial left to score: every trial needs a file that could not be embedded")
-    enroll = np.stack([_speaker_model([store[p] for p in t.enroll]) for t in kept])
+    enroll = np.stack([average_embeddings([store[p] for p in t.enroll]) for t in kept])
     test = np.stack([store[t.test] for t in kept])
     labels = np.asarray([t.label for t in kept])
     return Scored(kept, cosine_scores(enroll, test), labels, enroll, test, len(trials) - len(kept))
-
-
-def _speaker_model(vectors: list[np.ndarray]) -> np.ndarray:
-    """Average of unit d-vectors, normalised again: ``K x (D,) -> (D,)``."""
-    mean = np.mean(vectors, axis=0)
-    return mean / max(float(np.linalg.norm(mean)), 1e-12)
 
 
 def cohort_embeddings(
@@ -269,7 +263,7 @@ def cohort_embeddings(
         groups.setdefault(cache.utterances[i].key, []).append(os.path.abspath(cache.utterances[i].path))
     chosen = {spk: paths[:per_speaker] for spk, paths in sorted(groups.items())}
     embed_paths(model, [p for paths in chosen.values() for p in paths], store, lookup)
-    cohort = [_speaker_model([store[p] for p in paths]) for paths in chosen.values()]
+    cohort = [average_embeddings([store[p] for p in paths]) for paths in chosen.values()]
     if len(cohort) < 2:
         raise Ge2eError(f"{cache_dir}: the cohort splits {', '.join(splits) or '(all)'} give {len(cohort)} speaker(s)")
     return np.stack(cohort)

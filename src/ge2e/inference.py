@@ -42,6 +42,14 @@ def windows(mel: torch.Tensor, cfg: InferenceConfig = InferenceConfig()) -> torc
     return torch.stack([mel[s : s + size] for s in window_starts(mel.shape[0], cfg)])
 
 
+def average_embeddings(embeddings: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    """``(U, D)`` d-vectors -> ``(D,)`` float32: rows L2-normalised, averaged, and the average normalised."""
+    rows = np.asarray(embeddings, dtype=np.float64)
+    rows = rows / np.maximum(np.linalg.norm(rows, axis=-1, keepdims=True), 1e-12)
+    mean = rows.mean(axis=0)
+    return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+
+
 def utterance_embedding(window_embeddings: torch.Tensor) -> torch.Tensor:
     """Average L2-normalised window d-vectors and normalise again: ``(W, D) -> (D,)``."""
     return F.normalize(F.normalize(window_embeddings, dim=-1).mean(dim=0), dim=0)
