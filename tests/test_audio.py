@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -334,12 +333,10 @@ def _check_onsets(speech: np.ndarray, sr: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def espeak_speech(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed")
+def espeak_speech(tmp_path_factory: pytest.TempPathFactory, espeak_ng: str) -> np.ndarray:
     path = tmp_path_factory.mktemp("tts") / "speech.wav"
     text = "The quick brown fox jumps over the lazy dog near the river bank."
-    subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True)
+    subprocess.run([espeak_ng, "-w", str(path), text], check=True, capture_output=True)
     return normalize_volume(load_audio(path, target_sr=SR), "loudness", -25.0)
 
 

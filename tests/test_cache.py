@@ -36,14 +36,12 @@ def one_torch_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def corpus(tmp_path_factory: pytest.TempPathFactory, espeak_ng: str) -> Path:
     """3 synthetic speech files (espeak-ng), a corrupt file and an empty file in the generic layout."""
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed")
     root = tmp_path_factory.mktemp("corpus")
     for name, (voice, text) in SENTENCES.items():
         (root / name).parent.mkdir(exist_ok=True)
-        subprocess.run(["espeak-ng", "-v", voice, "-w", str(root / name), text], check=True, capture_output=True)
+        subprocess.run([espeak_ng, "-v", voice, "-w", str(root / name), text], check=True, capture_output=True)
     (root / "bob" / "corrupt.wav").write_bytes(b"RIFF\x00\x00garbage" * 10)
     (root / "carol").mkdir()
     (root / "carol" / "empty.flac").touch()

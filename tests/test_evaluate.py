@@ -42,14 +42,14 @@ NO_VAD = AudioConfig(vad=False)
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
+def corpus(tmp_path_factory, espeak_ng: str) -> Path:
     """``<root>/<speaker>/<n>.wav``: 5 espeak voices x 4 sentences."""
     root = tmp_path_factory.mktemp("voices")
     for speaker, voice in VOICES.items():
         (root / speaker).mkdir()
         for n, text in enumerate(SENTENCES):
             out = root / speaker / f"{n}.wav"
-            subprocess.run(["espeak-ng", "-v", voice, "-w", str(out), text], check=True, capture_output=True)
+            subprocess.run([espeak_ng, "-v", voice, "-w", str(out), text], check=True, capture_output=True)
     return root
 
 
