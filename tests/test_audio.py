@@ -261,19 +261,70 @@ def test_log_mel_too_short() -> None:
         log_mel(torch.zeros(399))
 
 
+def htk_mel(hz: np.ndarray | float) -> np.ndarray:
+    """The HTK mel scale, written here from the HTK Book (Mel(f) = 2595 log10(1 + f / 700)), not imported."""
+    return 2595.0 * np.log10(1.0 + np.asarray(hz, dtype=np.float64) / 700.0)
+
+
+def htk_edges(n_mels: int, f_min: float, f_max: float) -> np.ndarray:
+    mels = np.linspace(htk_mel(f_min), htk_mel(f_max), n_mels + 2)
+    return 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
+
+
+def test_mel_frequencies_at_published_mel_values() -> None:
+    """Edges equally spaced in mel from 0 to 8000 Hz (2840.0 mel) pass 1000 mel at 1000 Hz, 2146.1 at 4000 Hz."""
+    edges = mel_frequencies(998, 0.0, 8000.0)
+    mels = np.linspace(0.0, 2840.0, len(edges))  # the published mel of 8000 Hz closes the range
+    assert np.interp(1000.0, mels, edges) == pytest.approx(1000.0, abs=1.0)
+    assert np.interp(2146.1, mels, edges) == pytest.approx(4000.0, abs=1.0)
+
+
+@pytest.mark.parametrize(("n_mels", "f_min", "f_max"), [(40, 20.0, 7600.0), (80, 0.0, 8000.0), (3, 300.0, 3400.0)])
+def test_mel_frequencies_are_htk_band_edges(n_mels: int, f_min: float, f_max: float) -> None:
+    np.testing.assert_allclose(mel_frequencies(n_mels, f_min, f_max), htk_edges(n_mels, f_min, f_max), rtol=1e-9)
+
+
+def reference_log_mel(wav: np.ndarray, cfg: AudioConfig, window: np.ndarray | None = None) -> np.ndarray:
+    """log-mel written from the definitions: frames of win_length samples every hop_length, times a periodic
+    Hann window (or ``window``), |rfft(n_fft)|^2, HTK triangles of peak 1, log(. + 1e-6). float64 throughout."""
+    win, hop = cfg.win_length, cfg.hop_length
+    count = 1 + (len(wav) - win) // hop
+    frames = np.stack([wav[t * hop : t * hop + win] for t in range(count)]).astype(np.float64)
+    if window is None:
+        window = torch.hann_window(win, periodic=True, dtype=torch.float64).numpy()
+    frames *= window
+    power = np.abs(np.fft.rfft(frames, n=cfg.n_fft)) ** 2
+    bins = np.linspace(0.0, cfg.sample_rate / 2, cfg.n_fft // 2 + 1)
+    edges = htk_edges(cfg.n_mels, cfg.f_min, cfg.f_max)
+    fbank = np.stack([np.interp(bins, edges[i : i + 3], [0.0, 1.0, 0.0]) for i in range(cfg.n_mels)])
+    return np.log(power @ fbank.T + 1e-6)
+
+
+@pytest.mark.parametrize("cfg", [AudioConfig(), AudioConfig(n_mels=24, n_fft=1024, f_min=100.0, window_ms=30.0)])
+def test_log_mel_matches_definition(cfg: AudioConfig) -> None:
+    rng = np.random.default_rng(0)
+    wav = (0.1 * rng.standard_normal(8_123) + tone(440, 8_123 / SR, amp=0.3)).astype(np.float32)
+    got = log_mel(torch.from_numpy(wav), cfg).numpy()
+    np.testing.assert_allclose(got, reference_log_mel(wav, cfg), atol=2e-3)
+
+
+def test_window_is_hann() -> None:
+    """A pure tone between two FFT bins: a Hann window's side lobes fall off fast, a rectangular window's do not,
+    so the bands far from the tone tell the windows apart."""
+    cfg = AudioConfig()
+    wav = tone(1031.25, 0.5)  # halfway between bins 33 and 34 of the 512-point FFT at 16 kHz
+    feats = log_mel(torch.from_numpy(wav), cfg).numpy().mean(0)
+    np.testing.assert_allclose(feats, reference_log_mel(wav, cfg).mean(0), atol=2e-3)
+    rectangular = reference_log_mel(wav, cfg, np.ones(cfg.win_length)).mean(0)
+    assert np.abs(feats - rectangular).max() > 1.0  # the check above can tell the two windows apart
+
+
 @pytest.mark.parametrize("freq", [150.0, 1000.0, 3000.0, 7000.0])
 def test_log_mel_tone_in_right_band(freq: float) -> None:
     cfg = AudioConfig()
-    centers = mel_frequencies(cfg.n_mels, cfg.f_min, cfg.f_max)[1:-1]
+    centers = htk_edges(cfg.n_mels, cfg.f_min, cfg.f_max)[1:-1]
     feats = log_mel(torch.from_numpy(tone(freq, 0.5)), cfg)
     assert int(feats.mean(0).argmax()) == int(np.argmin(np.abs(centers - freq)))
-
-
-def test_mel_frequencies_htk() -> None:
-    edges = mel_frequencies(40, 20.0, 7600.0)
-    assert edges[0] == pytest.approx(20.0) and edges[-1] == pytest.approx(7600.0)
-    assert 2595 * np.log10(1 + 1000 / 700) == pytest.approx(1000.0, abs=0.1)  # HTK: 1 kHz = 1000 mel
-    assert np.all(np.diff(edges) > 0)
 
 
 def test_log_mel_tracks_gain() -> None:

@@ -7,6 +7,7 @@ computes offline, and the threshold is set between two offline scores to make a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import sqlite3
@@ -27,8 +28,10 @@ from ge2e.config import ModelConfig
 from ge2e.errors import ConfigError
 from ge2e.model import SpeakerEncoder
 from ge2e.serve import ServeConfig, SpeakerStore, create_app, model_id
-from ge2e.serve.auth import KeyChecker, load_keys
-from ge2e.serve.store import NewEnrollment, SpeakerNotFound, StoreError, integrity_check
+from ge2e.serve.auth import load_keys
+from ge2e.serve.db import DEFAULT_TENANT, Database, integrity_check
+from ge2e.serve.keys import KeyNotFound, KeyStore, Principal, Role
+from ge2e.serve.store import NewEnrollment, SpeakerNotFound, StoreError
 from serve_server import ServerProcess
 
 KEY = "test-key-0123456789abcdef"
@@ -40,6 +43,18 @@ CLIPS = {  # LibriSpeech test-other, 2.8-4.3 s each, under the 5 s limit the tes
     "b1": "LibriSpeech/test-other/1998/15444/1998-15444-0007.flac",
     "b2": "LibriSpeech/test-other/1998/15444/1998-15444-0008.flac",
 }
+V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE speakers (id TEXT PRIMARY KEY, name TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL,
+    model_id TEXT NOT NULL, n_utterances INTEGER NOT NULL DEFAULT 0, speech_seconds REAL NOT NULL DEFAULT 0,
+    centroid BLOB, metadata TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE enrollments (id TEXT PRIMARY KEY, speaker_id TEXT NOT NULL REFERENCES speakers(id) ON DELETE CASCADE,
+    created REAL NOT NULL, filename TEXT, sha256 TEXT NOT NULL, duration_seconds REAL NOT NULL,
+    speech_seconds REAL NOT NULL, dvector BLOB NOT NULL);
+CREATE INDEX enrollments_speaker ON enrollments(speaker_id);
+INSERT INTO meta VALUES ('generation', '0');
+PRAGMA user_version = 1;
+"""  # what ge2e 0.x wrote, before tenants
 LIMITS = ["--max-upload-mb", "1", "--max-audio-seconds", "5", "--workers", "2", "--queue", "8", "--threads", "1"]
 
 
@@ -106,7 +121,7 @@ def create(client: httpx.Client, speaker_id: str, name: str) -> None:
 
 
 def server_model_id(client: httpx.Client) -> str:
-    return client.get("/health").json()["model_id"]
+    return client.get("/health", headers={"Authorization": f"Bearer {KEY}"}).json()["model_id"]
 
 
 def assert_error(r: httpx.Response, status: int, code: str) -> None:
@@ -183,7 +198,7 @@ def test_api_keys(server: ServerProcess, clips: dict[str, Path]) -> None:
         wrong = {"Authorization": f"Bearer {KEY[:-1]}x"}
         assert_error(anon.get("/v1/speakers", headers=wrong), 401, "unauthorized")
         assert_error(anon.get("/v1/speakers", headers={"Authorization": f"Basic {KEY}"}), 401, "unauthorized")
-        assert anon.get("/health").json()["status"] == "ok"
+        assert anon.get("/health").json() == {"status": "ok"}  # version and model only for keyholders
         assert "/v1/speakers/{speaker_id}/verify" in anon.get("/openapi.json").json()["paths"]
         assert anon.get("/docs").status_code == 200
         # the key file's key works as well as the environment's
@@ -363,23 +378,25 @@ def test_full_queue_answers_503(tmp_path: Path, tiny: tuple[Path, SpeakerEncoder
 def test_store_is_atomic_and_versioned(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite"
     store = SpeakerStore(path, "model-a", 4)
-    store.create("Ann", speaker_id="ann")
+    store.create("t", "Ann", speaker_id="ann")
     unit = np.array([1, 0, 0, 0], dtype=np.float32)
     good = NewEnrollment(unit, "a.wav", "00", 1.0, 0.8)
     bad = NewEnrollment(np.ones(3, dtype=np.float32), "b.wav", "11", 1.0, 0.8)  # wrong size: fails mid-way
     with pytest.raises(ValueError):
-        store.enroll("ann", [good, bad])
-    assert store.get("ann").n_utterances == 0 and store.centroid("ann") is None
-    _, added = store.enroll("ann", [good, NewEnrollment(np.array([0, 1, 0, 0], np.float32), None, "22", 1, 1)])
-    assert np.allclose(store.centroid("ann"), [2**-0.5, 2**-0.5, 0, 0])
-    assert store.centroids().ids == ["ann"]
-    store.delete_enrollment("ann", added[1].id)
-    assert np.allclose(store.centroid("ann"), unit) and store.centroids().matrix.tolist() == [unit.tolist()]
+        store.enroll("t", "ann", [good, bad])
+    assert store.get("t", "ann").n_utterances == 0 and store.centroid("t", "ann") is None
+    _, added = store.enroll("t", "ann", [good, NewEnrollment(np.array([0, 1, 0, 0], np.float32), None, "22", 1, 1)])
+    assert np.allclose(store.centroid("t", "ann"), [2**-0.5, 2**-0.5, 0, 0])
+    assert store.centroids("t").ids == ["ann"] and store.centroids("other").ids == []
+    store.delete_enrollment("t", "ann", added[1].id)
+    assert np.allclose(store.centroid("t", "ann"), unit) and store.centroids("t").matrix.tolist() == [unit.tolist()]
     with pytest.raises(SpeakerNotFound):
-        store.enroll("nobody", [good])
+        store.enroll("t", "nobody", [good])
+    with pytest.raises(SpeakerNotFound):  # another tenant's speaker is not there at all
+        store.get("other", "ann")
 
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     with pytest.raises(StoreError, match="another model"):
         SpeakerStore(path, "model-b", 4)
@@ -392,15 +409,53 @@ def test_store_is_atomic_and_versioned(tmp_path: Path) -> None:
         SpeakerStore(tmp_path / "junk.sqlite", "model-a", 4)
 
 
-def test_keys_from_env_and_file(tmp_path: Path) -> None:
+def test_keys_from_env_file_and_database(tmp_path: Path) -> None:
     (tmp_path / "keys").write_text("# comment\n\nfrom-file-key-000000\n")
-    keys = load_keys(tmp_path / "keys", environ={"GE2E_API_KEYS": " a-key-0000000000000, b-key-0000000000000 "})
-    assert keys == ["a-key-0000000000000", "b-key-0000000000000", "from-file-key-000000"]
-    checker = KeyChecker(keys)
-    assert checker.check("b-key-0000000000000") and not checker.check("b-key-000000000000")
-    assert not checker.check("") and not checker.check(None)
-    with pytest.raises(ConfigError, match="no API key"):
-        load_keys(None, environ={"GE2E_API_KEYS": " , "})
+    legacy = load_keys(tmp_path / "keys", environ={"GE2E_API_KEYS": " a-key-0000000000000, b-key-0000000000000 "})
+    assert legacy == ["a-key-0000000000000", "b-key-0000000000000", "from-file-key-000000"]
+    assert load_keys(None, environ={"GE2E_API_KEYS": " , "}) == []
+    db = Database(tmp_path / "db.sqlite")
+    keys = KeyStore(db, legacy)
+    who = keys.authenticate("b-key-0000000000000")
+    assert who is not None and (who.tenant, who.role) == (DEFAULT_TENANT, Role.ADMIN)
+    assert keys.authenticate("b-key-000000000000") is None and keys.authenticate("") is None
+    assert not KeyStore(db).has_keys()
+
+    record, token = keys.add("acme", Role.VERIFY, "kiosk", rate_per_minute=60)
+    assert keys.authenticate(token) == Principal(record.id, "acme", Role.VERIFY, 60)
+    assert KeyStore(db).has_keys()
+    with sqlite3.connect(db.path) as conn:  # only the digest is stored
+        assert token.encode() not in b"".join(
+            bytes(str(v), "utf-8") for row in conn.execute("SELECT * FROM api_keys") for v in row
+        )
+    with pytest.raises(KeyNotFound):
+        keys.revoke(record.id, tenant="other")  # another tenant's admin cannot even see it
+    keys.revoke(record.id)
+    assert keys.authenticate(token) is None and keys.list("acme")[0].revoked is not None
+    assert [e["action"] for e in db.audit_log("acme")] == ["create_key", "revoke_key"]
+    assert Role.ADMIN.includes(Role.ENROLL) and not Role.VERIFY.includes(Role.ENROLL)
+    with pytest.raises(ConfigError, match="tenant"):
+        keys.add("bad tenant", Role.ADMIN)
+
+
+def test_version_1_database_becomes_the_default_tenant(tmp_path: Path) -> None:
+    path = tmp_path / "v1.sqlite"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.executescript(V1_SCHEMA)
+        conn.execute(
+            "INSERT INTO speakers (id, name, created, updated, model_id, centroid) VALUES ('ann', 'Ann', 1, 1, 'm', ?)",
+            (np.ones(4, np.float32).tobytes(),),
+        )
+        conn.execute(
+            "INSERT INTO enrollments VALUES ('e1', 'ann', 1, NULL, '00', 1, 1, ?)", (np.ones(4, np.float32).tobytes(),)
+        )
+        conn.commit()
+    store = SpeakerStore(path, "m", 4)
+    speaker = store.get(DEFAULT_TENANT, "ann")
+    assert speaker.name == "Ann" and [e.id for e in speaker.enrollments] == ["e1"]
+    assert store.centroids(DEFAULT_TENANT).ids == ["ann"]
+    store.delete(DEFAULT_TENANT, "ann")  # the foreign key still cascades after the table swap
+    assert store.counts() == (0, 0) and integrity_check(path) == "ok"
 
 
 def test_cli_refuses_to_start_without_keys(

@@ -7,6 +7,8 @@ import ipaddress
 import logging
 from typing import Any
 
+from ge2e.cli import _serve_keys as keys
+
 logger = logging.getLogger(__name__)
 
 
@@ -14,11 +16,12 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "serve",
         help="run the speaker verification HTTP service",
-        description="Serve enroll / verify / identify / embed over HTTP (OpenAPI docs at /docs). API keys come "
-        "from the environment variable GE2E_API_KEYS (comma-separated) and/or --api-key-file; the service "
-        "refuses to start without one.",
+        description="Serve enroll / verify / identify / embed over HTTP (OpenAPI docs at /docs). API keys belong "
+        "to tenants and have roles; create them with 'ge2e serve keys add'. Keys from the environment variable "
+        "GE2E_API_KEYS (comma-separated) and --api-key-file are admin keys of the 'default' tenant. The service "
+        "refuses to start without any key.",
     )
-    p.add_argument("--db", required=True, metavar="FILE", help="SQLite speaker database (created if missing)")
+    p.add_argument("--db", metavar="FILE", help="SQLite speaker database (created if missing); required")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     p.add_argument("--model", metavar="PATH", help="speaker-encoder checkpoint (default: the bundled model)")
@@ -33,9 +36,19 @@ def register(subparsers: Any) -> None:
     p.add_argument("--queue", type=int, default=8, help="requests that may wait for a thread; more get 503 (default 8)")
     p.add_argument("--threads", type=int, help="torch threads per inference (default: torch's choice)")
     p.add_argument(
+        "--read-timeout", type=float, default=30.0, metavar="S", help="seconds to receive a request body (default 30)"
+    )
+    p.add_argument(
+        "--rate-limit", type=int, default=600, metavar="N", help="requests per minute per key (default 600; 0: off)"
+    )
+    p.add_argument(
+        "--max-connections", type=int, default=64, metavar="N", help="open connections; more get 503 (default 64)"
+    )
+    p.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error"), help="uvicorn log level"
     )
     p.set_defaults(func=run)
+    keys.register(p)
 
 
 def _check_limits(args: argparse.Namespace) -> None:
@@ -50,6 +63,10 @@ def _check_limits(args: argparse.Namespace) -> None:
         (args.queue >= 0, "--queue must be >= 0"),
         (args.threads is None or args.threads >= 1, "--threads must be >= 1"),
         (args.threshold is None or -1.0 <= args.threshold <= 1.0, "--threshold must be a cosine score in [-1, 1]"),
+        (args.db is not None, "--db is required"),
+        (args.read_timeout > 0, "--read-timeout must be > 0"),
+        (args.rate_limit >= 0, "--rate-limit must be >= 0"),
+        (args.max_connections >= 1, "--max-connections must be >= 1"),
     ]
     for ok, message in checks:
         if not ok:
@@ -64,7 +81,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ge2e.errors import Ge2eError
+    from ge2e.errors import ConfigError, Ge2eError
 
     _check_limits(args)
     try:
@@ -80,7 +97,12 @@ def run(args: argparse.Namespace) -> int:
 
     from ge2e.api import default_threshold, load_model
 
-    keys = load_keys(args.api_key_file)
+    env_keys = load_keys(args.api_key_file)
+    if not env_keys and not keys.database_has_keys(args.db):
+        raise ConfigError(
+            f"no API key configured: add one with 'ge2e serve keys add --db {args.db} --tenant NAME --role admin', "
+            "or set GE2E_API_KEYS / pass --api-key-file"
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args.model)
@@ -94,14 +116,17 @@ def run(args: argparse.Namespace) -> int:
         max_enroll_files=args.max_enroll_files,
         workers=args.workers,
         queue=args.queue,
+        read_timeout_s=args.read_timeout,
+        rate_per_minute=args.rate_limit,
     )
-    app = create_app(model, store, keys, config, fingerprint)
+    app = create_app(model, store, env_keys, config, fingerprint)
     if not _is_loopback(args.host):
         logger.warning("listening on %s over plain HTTP: put a TLS-terminating proxy in front of it", args.host)
     print(
-        f"ge2e serve: model {fingerprint} (threshold {threshold:.4f}), {len(keys)} API key(s), database {args.db}; "
+        f"ge2e serve: model {fingerprint} (threshold {threshold:.4f}), {len(env_keys)} key(s) from the environment "
+        f"besides the database's, database {args.db}; "
         f"docs at http://{args.host}:{args.port}/docs",
         flush=True,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, limit_concurrency=args.max_connections)
     return 0

@@ -1,14 +1,24 @@
-"""API keys: bearer tokens from ``GE2E_API_KEYS`` (comma-separated) and/or a key file, checked in constant time."""
+"""Who is calling, from the headers alone: the bearer key, its role, and its rate limit.
+
+The dependencies here run before any request body is read, so an unauthenticated client is answered 401, a key
+without the role 403 and a key over its rate 429, whatever (and however slowly) it sends after its headers.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from ge2e.errors import ConfigError
+from ge2e.serve.errors import ApiError
+from ge2e.serve.keys import Principal, Role
 
 logger = logging.getLogger(__name__)
 
@@ -17,11 +27,11 @@ MIN_KEY_LENGTH = 16  # shorter keys are guessable; accepted, but logged as a war
 
 
 def load_keys(key_file: str | Path | None = None, environ: dict[str, str] | None = None) -> list[str]:
-    """Keys from ``$GE2E_API_KEYS`` plus ``key_file`` (one key per line; blank lines and ``#`` comments skipped).
+    """The default tenant's admin keys: ``$GE2E_API_KEYS`` plus ``key_file`` (one key per line; blank lines and
+    ``#`` comments skipped). Empty when neither is set: the database's keys may be all there is.
 
     Raises:
-        ConfigError: the key file cannot be read, a key contains whitespace, or no key is configured at all
-            (the service never runs open by accident).
+        ConfigError: the key file cannot be read or a key contains whitespace.
     """
     env = os.environ if environ is None else environ
     keys = [k.strip() for k in env.get(ENV_VAR, "").split(",") if k.strip()]
@@ -37,26 +47,47 @@ def load_keys(key_file: str | Path | None = None, environ: dict[str, str] | None
             raise ConfigError(f"API key #{i} contains whitespace")
         if len(key) < MIN_KEY_LENGTH:
             logger.warning("API key #%d is shorter than %d characters and may be guessed", i, MIN_KEY_LENGTH)
-    if not keys:
-        raise ConfigError(f"no API key configured: set {ENV_VAR}=key1,key2 or pass --api-key-file")
     return keys
 
 
-class KeyChecker:
-    """Constant-time membership test of a presented token against the configured keys.
+_bearer = HTTPBearer(auto_error=False, description="an API key (ge2e serve keys add, or GE2E_API_KEYS)")
 
-    Keys are compared as SHA-256 digests, so the comparison time depends neither on the key lengths nor on how
-    many leading characters match, and every key is compared (no early exit that reveals which one matched).
-    """
 
-    def __init__(self, keys: list[str]) -> None:
-        if not keys:
-            raise ValueError("at least one API key is required")
-        self._digests = [hashlib.sha256(k.encode()).digest() for k in keys]
+async def authenticate(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    """The caller, or 401; then its rate limit (429). Reads headers only."""
+    service = request.app.state.service
+    principal = None
+    if credentials is not None and credentials.credentials:
+        principal = await run_in_threadpool(service.keys.authenticate, credentials.credentials)
+    if principal is None:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "missing, invalid or revoked API key; send 'Authorization: Bearer <key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    service.rates.take(principal.key_id, principal.rate_per_minute)
+    request.state.principal = principal
+    return principal
 
-    def check(self, token: str | None) -> bool:
-        presented = hashlib.sha256((token or "").encode("utf-8", "surrogateescape")).digest()
-        matched = False
-        for digest in self._digests:
-            matched |= hmac.compare_digest(presented, digest)
-        return matched and bool(token)
+
+async def optional_principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal | None:
+    """The caller when it sent a valid key, else None (for routes open to anyone that tell keyholders more)."""
+    if credentials is None or not credentials.credentials:
+        return None
+    return await run_in_threadpool(request.app.state.service.keys.authenticate, credentials.credentials)
+
+
+def require(role: Role) -> Callable[..., Awaitable[Principal]]:
+    """A dependency: the authenticated caller, or 403 when its key's role does not include ``role``."""
+
+    async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+        if not principal.role.includes(role):
+            raise ApiError(403, "forbidden", f"this route needs a key with the {role.value!r} role")
+        return principal
+
+    return check

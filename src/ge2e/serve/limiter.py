@@ -1,14 +1,17 @@
-"""Bounded inference: ``workers`` threads run jobs, at most ``queue`` more wait; anything beyond is refused.
+"""Bounded inference and per-key rate limits.
 
-A slot is taken before the request body is read and given back when the answer is ready, so the memory held by
-audio requests is bounded by ``(workers + queue) x max upload size``, whatever the load.
+Inference: ``workers`` threads run jobs, at most ``queue`` more wait; anything beyond is refused with 503. A slot is
+taken only once the request body has been read in full, so a slow or stalled upload costs a connection, never a
+slot: inference capacity goes to requests that are ready to run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -40,7 +43,7 @@ class InferenceLimiter:
 
     @property
     def admitted(self) -> int:
-        """Requests holding a slot now (running, waiting for a thread, or still uploading)."""
+        """Requests holding a slot now (running, or waiting for a thread)."""
         return self._admitted
 
     @property
@@ -82,3 +85,41 @@ class InferenceLimiter:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class RateLimiter:
+    """Per-key token buckets: ``rate`` requests per minute on average, bursts of up to ``BURST_SECONDS`` of it.
+
+    Args:
+        default_per_minute: the rate of keys without their own; 0 turns limiting off for them.
+    """
+
+    BURST_SECONDS = 10
+
+    def __init__(self, default_per_minute: int) -> None:
+        self.default = default_per_minute
+        self._buckets: dict[str, tuple[float, float]] = {}  # key id -> (tokens, monotonic time of that count)
+        self._lock = threading.Lock()
+        self.limited = 0
+
+    def take(self, key_id: str, per_minute: int | None = None) -> None:
+        """Spend one token of ``key_id``'s bucket; raises a 429 ApiError with ``Retry-After`` when it is empty."""
+        rate = (per_minute or self.default) / 60
+        if rate <= 0:
+            return
+        burst = max(1.0, rate * self.BURST_SECONDS)
+        now = time.monotonic()
+        with self._lock:
+            tokens, then = self._buckets.get(key_id, (burst, now))
+            tokens = min(burst, tokens + (now - then) * rate)
+            if tokens < 1:
+                self.limited += 1
+                self._buckets[key_id] = (tokens, now)
+                wait = math.ceil((1 - tokens) / rate)
+                raise ApiError(
+                    429,
+                    "rate_limited",
+                    f"this key is over its rate limit of {rate * 60:g} requests per minute; retry after {wait} s",
+                    headers={"Retry-After": str(wait)},
+                )
+            self._buckets[key_id] = (tokens - 1, now)

@@ -1,152 +1,52 @@
-"""Speaker store: enrolled speakers and their d-vectors in one SQLite file (no audio is ever stored).
+"""Speaker store: each tenant's enrolled speakers and their d-vectors (no audio is ever stored).
 
-Durability contract: WAL journal with ``synchronous=FULL``, so a committed transaction survives a power cut; every
-write runs in one ``BEGIN IMMEDIATE`` transaction, so a process killed mid-request leaves the previous state. A
-speaker's model is the L2-normalised mean of its enrollment d-vectors, recomputed from the enrollment rows inside
-the transaction that changes them, so the speaker row and its enrollments can never disagree.
-
-Schema version in ``PRAGMA user_version``; a database from a newer ge2e is refused, not guessed at.
+A speaker's model is the L2-normalised mean of its enrollment d-vectors, recomputed from the enrollment rows inside
+the transaction that changes them, so the speaker row and its enrollments can never disagree. Every query names
+its tenant: one tenant's speakers are invisible to another's, even by id. Durability: see :mod:`ge2e.serve.db`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ge2e.errors import Ge2eError
+from ge2e.serve.db import Database, StoreError
+from ge2e.serve.records import (
+    ENROLLMENT_COLUMNS,
+    SPEAKER_COLUMNS,
+    Centroids,
+    Enrollment,
+    NewEnrollment,
+    Speaker,
+    speaker_from_row,
+    vector_from_blob,
+)
 
-SCHEMA_VERSION = 1
-BUSY_TIMEOUT_MS = 10_000  # a writer waits this long for another writer's lock before failing
-
-_SCHEMA_V1 = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE speakers (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    created REAL NOT NULL,                   -- unix time, seconds
-    updated REAL NOT NULL,
-    model_id TEXT NOT NULL,                  -- fingerprint of the encoder its d-vectors come from
-    n_utterances INTEGER NOT NULL DEFAULT 0,
-    speech_seconds REAL NOT NULL DEFAULT 0,
-    centroid BLOB,                           -- float32 (D,), unit norm; NULL until the first enrollment
-    metadata TEXT NOT NULL DEFAULT '{}'      -- JSON object from the client
-);
-CREATE TABLE enrollments (
-    id TEXT PRIMARY KEY,
-    speaker_id TEXT NOT NULL REFERENCES speakers(id) ON DELETE CASCADE,
-    created REAL NOT NULL,
-    filename TEXT,
-    sha256 TEXT NOT NULL,                    -- of the uploaded bytes: lets clients spot duplicates
-    duration_seconds REAL NOT NULL,
-    speech_seconds REAL NOT NULL,
-    dvector BLOB NOT NULL                    -- float32 (D,), unit norm
-);
-CREATE INDEX enrollments_speaker ON enrollments(speaker_id);
-INSERT INTO meta VALUES ('generation', '0')
-"""
-
-
-class StoreError(Ge2eError):
-    """The database cannot be opened or used (not SQLite, newer schema, another model's d-vectors)."""
+LIBRARY_ACTOR = "library"  # who the audit log names when the store is used from Python rather than the service
 
 
 class SpeakerNotFound(StoreError):
-    """No speaker with this id."""
+    """No speaker with this id (in this tenant)."""
 
 
 class SpeakerExists(StoreError):
-    """A speaker with this id already exists."""
+    """A speaker with this id already exists in this tenant."""
 
 
-@dataclass(frozen=True)
-class Enrollment:
-    """Metadata of one enrollment utterance (its d-vector stays in the database)."""
-
-    id: str
-    created: float
-    filename: str | None
-    sha256: str
-    duration_seconds: float
-    speech_seconds: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-@dataclass(frozen=True)
-class Speaker:
-    """A speaker row; ``enrollments`` is filled only by :meth:`SpeakerStore.get`."""
-
-    id: str
-    name: str
-    created: float
-    updated: float
-    model_id: str
-    n_utterances: int
-    speech_seconds: float
-    metadata: dict[str, Any]
-    enrollments: list[Enrollment] = field(default_factory=list)
-
-    def as_dict(self, with_enrollments: bool = False) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k != "enrollments"}
-        if with_enrollments:
-            out["enrollments"] = [e.as_dict() for e in self.enrollments]
-        return out
-
-
-@dataclass(frozen=True)
-class NewEnrollment:
-    """One utterance to add: its unit-norm ``(D,)`` d-vector and what is kept about the upload."""
-
-    dvector: np.ndarray
-    filename: str | None
-    sha256: str
-    duration_seconds: float
-    speech_seconds: float
-
-
-@dataclass(frozen=True)
-class Centroids:
-    """Every enrolled speaker's model: ``ids[i]``, ``names[i]`` own row i of the ``(S, D)`` unit-norm matrix."""
-
-    generation: int
-    ids: list[str]
-    names: list[str]
-    matrix: np.ndarray
-
-
-_SPEAKER_COLUMNS = "id, name, created, updated, model_id, n_utterances, speech_seconds, metadata"
-
-
-def _speaker(row: sqlite3.Row) -> Speaker:
-    return Speaker(
-        id=row["id"],
-        name=row["name"],
-        created=row["created"],
-        updated=row["updated"],
-        model_id=row["model_id"],
-        n_utterances=row["n_utterances"],
-        speech_seconds=row["speech_seconds"],
-        metadata=json.loads(row["metadata"]),
-    )
-
-
-def _vector(blob: bytes, dim: int) -> np.ndarray:
-    return np.frombuffer(blob, dtype=np.float32, count=dim)
+def _not_found(speaker_id: str) -> SpeakerNotFound:
+    return SpeakerNotFound(f"speaker {speaker_id!r} not found")
 
 
 class SpeakerStore:
-    """Thread-safe access to one speaker database; each thread gets its own SQLite connection.
+    """Thread-safe access to the speakers of one database, tenant by tenant.
 
     Args:
         path: the SQLite file (created with its folder if missing).
@@ -158,67 +58,16 @@ class SpeakerStore:
     """
 
     def __init__(self, path: str | Path, model_id: str, dim: int) -> None:
-        self.path = Path(path)
+        self.db = Database(path)
+        self.path = self.db.path
         self.model_id = model_id
         self.dim = dim
-        self._local = threading.local()
-        self._cache: Centroids | None = None
+        self._cache: dict[str, Centroids] = {}
         self._cache_lock = threading.Lock()
-        if self.path.is_dir():
-            raise StoreError(f"{self.path}: is a directory, not a database file")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._migrate()
-            self._check_model()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path}: cannot use database ({exc})") from None
-
-    # ---- connections and transactions -----------------------------------------------------------
-
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            # autocommit mode (isolation_level=None): transactions are opened explicitly, with BEGIN IMMEDIATE
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")  # fsync the WAL at every commit: an answer is durable
-            conn.execute("PRAGMA foreign_keys=ON")
-            self._local.conn = conn
-        return conn
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction. IMMEDIATE takes the write lock up front, so read-modify-write cannot race."""
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-
-    def _migrate(self) -> None:
-        conn = self._conn()
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path}: database schema version {version} is newer than this ge2e reads ({SCHEMA_VERSION})"
-            )
-        if version == 0:
-            if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-                raise StoreError(f"{self.path}: SQLite file without a ge2e schema; use a new file for --db")
-            try:  # one transaction: a crash leaves either no schema or all of it
-                conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA_V1}; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+        self._check_model()
 
     def _check_model(self) -> None:
-        rows = self._conn().execute(
+        rows = self.db.conn().execute(
             "SELECT model_id, count(*) FROM speakers WHERE model_id != ? GROUP BY model_id", (self.model_id,)
         )
         others = {model_id: n for model_id, n in rows}
@@ -231,53 +80,64 @@ class SpeakerStore:
 
     # ---- speakers -------------------------------------------------------------------------------
 
-    def create(self, name: str, metadata: dict[str, Any] | None = None, speaker_id: str | None = None) -> Speaker:
+    def create(
+        self,
+        tenant: str,
+        name: str,
+        metadata: dict[str, Any] | None = None,
+        speaker_id: str | None = None,
+        actor: str = LIBRARY_ACTOR,
+    ) -> Speaker:
         """Add a speaker with no enrollments; ``speaker_id`` defaults to a random hex id."""
         speaker_id = speaker_id or uuid.uuid4().hex
         now = time.time()
         try:
-            with self._write() as conn:
+            with self.db.write(tenant, actor, "create_speaker", speaker_id) as conn:
                 conn.execute(
-                    "INSERT INTO speakers (id, name, created, updated, model_id, metadata) VALUES (?, ?, ?, ?, ?, ?)",
-                    (speaker_id, name, now, now, self.model_id, json.dumps(metadata or {})),
+                    "INSERT INTO speakers (tenant, id, name, created, updated, model_id, metadata) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (tenant, speaker_id, name, now, now, self.model_id, json.dumps(metadata or {}, allow_nan=False)),
                 )
         except sqlite3.IntegrityError:
             raise SpeakerExists(f"speaker {speaker_id!r} already exists") from None
-        return self.get(speaker_id, with_enrollments=False)
+        return self.get(tenant, speaker_id, with_enrollments=False)
 
-    def get(self, speaker_id: str, with_enrollments: bool = True) -> Speaker:
-        conn = self._conn()
-        row = conn.execute(f"SELECT {_SPEAKER_COLUMNS} FROM speakers WHERE id = ?", (speaker_id,)).fetchone()
+    def get(self, tenant: str, speaker_id: str, with_enrollments: bool = True) -> Speaker:
+        conn = self.db.conn()
+        row = conn.execute(
+            f"SELECT {SPEAKER_COLUMNS} FROM speakers WHERE tenant = ? AND id = ?", (tenant, speaker_id)
+        ).fetchone()
         if row is None:
-            raise SpeakerNotFound(f"speaker {speaker_id!r} not found")
-        speaker = _speaker(row)
+            raise _not_found(speaker_id)
+        speaker = speaker_from_row(row)
         if not with_enrollments:
             return speaker
         rows = conn.execute(
-            "SELECT id, created, filename, sha256, duration_seconds, speech_seconds FROM enrollments "
-            "WHERE speaker_id = ? ORDER BY created, id",
-            (speaker_id,),
+            f"SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE tenant = ? AND speaker_id = ? ORDER BY created, id",
+            (tenant, speaker_id),
         )
         return Speaker(**{**speaker.__dict__, "enrollments": [Enrollment(**dict(r)) for r in rows]})
 
-    def list_speakers(self, limit: int = 100, offset: int = 0) -> tuple[list[Speaker], int]:
-        """A page of speakers ordered by creation time, and the total count."""
-        conn = self._conn()
+    def list_speakers(self, tenant: str, limit: int = 100, offset: int = 0) -> tuple[list[Speaker], int]:
+        """A page of the tenant's speakers ordered by creation time, and their total count."""
+        conn = self.db.conn()
         rows = conn.execute(
-            f"SELECT {_SPEAKER_COLUMNS} FROM speakers ORDER BY created, id LIMIT ? OFFSET ?", (limit, offset)
+            f"SELECT {SPEAKER_COLUMNS} FROM speakers WHERE tenant = ? ORDER BY created, id LIMIT ? OFFSET ?",
+            (tenant, limit, offset),
         )
-        speakers = [_speaker(r) for r in rows]
-        return speakers, conn.execute("SELECT count(*) FROM speakers").fetchone()[0]
+        speakers = [speaker_from_row(r) for r in rows]
+        return speakers, conn.execute("SELECT count(*) FROM speakers WHERE tenant = ?", (tenant,)).fetchone()[0]
 
-    def delete(self, speaker_id: str) -> None:
+    def delete(self, tenant: str, speaker_id: str, actor: str = LIBRARY_ACTOR) -> None:
         """Remove a speaker and its enrollments (one transaction)."""
-        with self._write() as conn:
-            if conn.execute("DELETE FROM speakers WHERE id = ?", (speaker_id,)).rowcount == 0:
-                raise SpeakerNotFound(f"speaker {speaker_id!r} not found")
+        with self.db.write(tenant, actor, "delete_speaker", speaker_id) as conn:
+            deleted = conn.execute("DELETE FROM speakers WHERE tenant = ? AND id = ?", (tenant, speaker_id))
+            if deleted.rowcount == 0:
+                raise _not_found(speaker_id)
 
     def counts(self) -> tuple[int, int]:
-        """(speakers, enrollments) in the database."""
-        conn = self._conn()
+        """(speakers, enrollments) in the database, all tenants together."""
+        conn = self.db.conn()
         return (
             conn.execute("SELECT count(*) FROM speakers").fetchone()[0],
             conn.execute("SELECT count(*) FROM enrollments").fetchone()[0],
@@ -285,38 +145,45 @@ class SpeakerStore:
 
     # ---- enrollments ----------------------------------------------------------------------------
 
-    def enroll(self, speaker_id: str, items: list[NewEnrollment]) -> tuple[Speaker, list[Enrollment]]:
+    def enroll(
+        self, tenant: str, speaker_id: str, items: list[NewEnrollment], actor: str = LIBRARY_ACTOR
+    ) -> tuple[Speaker, list[Enrollment]]:
         """Add utterances to a speaker and update its model, all in one transaction (all or nothing)."""
         now = time.time()
         added = [
             Enrollment(uuid.uuid4().hex, now, it.filename, it.sha256, it.duration_seconds, it.speech_seconds)
             for it in items
         ]
-        with self._write() as conn:
-            if conn.execute("SELECT 1 FROM speakers WHERE id = ?", (speaker_id,)).fetchone() is None:
-                raise SpeakerNotFound(f"speaker {speaker_id!r} not found")
+        target = f"{speaker_id}: {len(added)} utterance(s)"
+        with self.db.write(tenant, actor, "enroll", target) as conn:
+            self._require(conn, tenant, speaker_id)
+            blobs = [self._blob(it.dvector) for it in items]
             conn.executemany(
-                "INSERT INTO enrollments VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (e.id, speaker_id, e.created, e.filename, e.sha256, e.duration_seconds, e.speech_seconds, blob)
-                    for e, blob in zip(added, (self._blob(it.dvector) for it in items), strict=True)
-                ],
+                f"INSERT INTO enrollments ({ENROLLMENT_COLUMNS}, tenant, speaker_id, dvector) VALUES ({'?, ' * 8}?)",
+                [(*astuple(e), tenant, speaker_id, b) for e, b in zip(added, blobs, strict=True)],
             )
-            self._refresh(conn, speaker_id, now)
-        return self.get(speaker_id, with_enrollments=False), added
+            self._refresh(conn, tenant, speaker_id, now)
+        return self.get(tenant, speaker_id, with_enrollments=False), added
 
-    def delete_enrollment(self, speaker_id: str, enrollment_id: str) -> Speaker:
+    def delete_enrollment(
+        self, tenant: str, speaker_id: str, enrollment_id: str, actor: str = LIBRARY_ACTOR
+    ) -> Speaker:
         """Remove one utterance and update the speaker's model (one transaction)."""
-        with self._write() as conn:
+        with self.db.write(tenant, actor, "delete_enrollment", f"{speaker_id}/{enrollment_id}") as conn:
+            self._require(conn, tenant, speaker_id)
             deleted = conn.execute(
-                "DELETE FROM enrollments WHERE id = ? AND speaker_id = ?", (enrollment_id, speaker_id)
-            ).rowcount
-            if deleted == 0:
-                if conn.execute("SELECT 1 FROM speakers WHERE id = ?", (speaker_id,)).fetchone() is None:
-                    raise SpeakerNotFound(f"speaker {speaker_id!r} not found")
+                "DELETE FROM enrollments WHERE id = ? AND tenant = ? AND speaker_id = ?",
+                (enrollment_id, tenant, speaker_id),
+            )
+            if deleted.rowcount == 0:
                 raise SpeakerNotFound(f"speaker {speaker_id!r} has no enrollment {enrollment_id!r}")
-            self._refresh(conn, speaker_id, time.time())
-        return self.get(speaker_id, with_enrollments=False)
+            self._refresh(conn, tenant, speaker_id, time.time())
+        return self.get(tenant, speaker_id, with_enrollments=False)
+
+    @staticmethod
+    def _require(conn: sqlite3.Connection, tenant: str, speaker_id: str) -> None:
+        if conn.execute("SELECT 1 FROM speakers WHERE tenant = ? AND id = ?", (tenant, speaker_id)).fetchone() is None:
+            raise _not_found(speaker_id)
 
     def _blob(self, dvector: np.ndarray) -> bytes:
         vec = np.asarray(dvector, dtype=np.float32)
@@ -324,52 +191,55 @@ class SpeakerStore:
             raise ValueError(f"expected a finite ({self.dim},) d-vector, got shape {vec.shape}")
         return vec.tobytes()
 
-    def _refresh(self, conn: sqlite3.Connection, speaker_id: str, now: float) -> None:
+    def _refresh(self, conn: sqlite3.Connection, tenant: str, speaker_id: str, now: float) -> None:
         """Recompute a speaker's centroid and counts from its enrollment rows (inside the caller's transaction)."""
         rows = conn.execute(
-            "SELECT dvector, speech_seconds FROM enrollments WHERE speaker_id = ?", (speaker_id,)
+            "SELECT dvector, speech_seconds FROM enrollments WHERE tenant = ? AND speaker_id = ?", (tenant, speaker_id)
         ).fetchall()
         centroid = None
         if rows:
-            mean = np.mean([_vector(r["dvector"], self.dim) for r in rows], axis=0, dtype=np.float64)
+            mean = np.mean([vector_from_blob(r["dvector"], self.dim) for r in rows], axis=0, dtype=np.float64)
             centroid = (mean / max(np.linalg.norm(mean), 1e-12)).astype(np.float32).tobytes()
         conn.execute(
-            "UPDATE speakers SET centroid = ?, n_utterances = ?, speech_seconds = ?, updated = ? WHERE id = ?",
-            (centroid, len(rows), float(sum(r["speech_seconds"] for r in rows)), now, speaker_id),
+            "UPDATE speakers SET centroid = ?, n_utterances = ?, speech_seconds = ?, updated = ? "
+            "WHERE tenant = ? AND id = ?",
+            (centroid, len(rows), float(sum(r["speech_seconds"] for r in rows)), now, tenant, speaker_id),
         )
 
     # ---- models for scoring ---------------------------------------------------------------------
 
-    def centroid(self, speaker_id: str) -> np.ndarray | None:
+    def centroid(self, tenant: str, speaker_id: str) -> np.ndarray | None:
         """A speaker's ``(D,)`` unit-norm model, or None before its first enrollment."""
-        row = self._conn().execute("SELECT centroid FROM speakers WHERE id = ?", (speaker_id,)).fetchone()
+        row = (
+            self.db.conn()
+            .execute("SELECT centroid FROM speakers WHERE tenant = ? AND id = ?", (tenant, speaker_id))
+            .fetchone()
+        )
         if row is None:
-            raise SpeakerNotFound(f"speaker {speaker_id!r} not found")
-        return None if row["centroid"] is None else _vector(row["centroid"], self.dim)
+            raise _not_found(speaker_id)
+        return None if row["centroid"] is None else vector_from_blob(row["centroid"], self.dim)
 
-    def centroids(self) -> Centroids:
-        """Every enrolled speaker's model, cached until the next write (by any process) to the database."""
-        conn = self._conn()
-        generation = int(conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+    def centroids(self, tenant: str) -> Centroids:
+        """The tenant's enrolled speakers' models, cached until the next write (by any process) to the database."""
+        generation = self.db.generation()
         with self._cache_lock:
-            if self._cache is not None and self._cache.generation == generation:
-                return self._cache
+            cached = self._cache.get(tenant)
+            if cached is not None and cached.generation == generation:
+                return cached
+        conn = self.db.conn()
         conn.execute("BEGIN")  # one snapshot: the generation and the rows must agree
         try:
-            generation = int(conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+            generation = self.db.generation()
             rows = conn.execute(
-                "SELECT id, name, centroid FROM speakers WHERE centroid IS NOT NULL ORDER BY id"
+                "SELECT id, name, centroid FROM speakers WHERE tenant = ? AND centroid IS NOT NULL ORDER BY id",
+                (tenant,),
             ).fetchall()
         finally:
             conn.execute("COMMIT")
-        matrix = np.stack([_vector(r["centroid"], self.dim) for r in rows]) if rows else np.zeros((0, self.dim))
+        matrix = (
+            np.stack([vector_from_blob(r["centroid"], self.dim) for r in rows]) if rows else np.zeros((0, self.dim))
+        )
         cache = Centroids(generation, [r["id"] for r in rows], [r["name"] for r in rows], matrix.astype(np.float32))
         with self._cache_lock:
-            self._cache = cache
+            self._cache[tenant] = cache
         return cache
-
-
-def integrity_check(path: str | Path) -> str:
-    """``PRAGMA integrity_check`` of a database file: ``"ok"`` or SQLite's first problem."""
-    with contextlib.closing(sqlite3.connect(path)) as conn:
-        return conn.execute("PRAGMA integrity_check").fetchone()[0]

@@ -1,4 +1,4 @@
-"""Audio uploads: parse the request body as it streams in, then decode the bytes.
+"""Audio uploads: split a request body into its audio files, then decode the bytes.
 
 A body is either ``multipart/form-data`` with one or more file parts named ``audio``, or the raw audio bytes (any
 other content type). Neither the file name nor the content type decides whether bytes are audio: only decoding does.
@@ -14,7 +14,6 @@ import numpy as np
 import soundfile as sf
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import ClientDisconnect, Request
 
 from ge2e.errors import AudioDecodeError, AudioError, AudioTooShort, EmptyAudio
 from ge2e.serve.errors import ApiError, AudioTooLong
@@ -86,37 +85,24 @@ class _Parts:
         self._data = bytearray()
 
 
-async def read_uploads(request: Request, max_files: int = 1) -> list[Upload]:
-    """The audio file(s) of a request, parsed while the body streams in.
-
-    The body size is capped by :class:`ge2e.serve.app.BodyLimit` before it gets here.
+def parse_uploads(content_type: str | None, body: bytes, max_files: int = 1) -> list[Upload]:
+    """The audio file(s) of a request body.
 
     Raises:
         ApiError: 400 for a malformed multipart body, foreign form fields, more than ``max_files`` parts, or none.
     """
-    content_type, options = parse_options_header(request.headers.get("content-type"))
-    parts: _Parts | None = None
-    parser: MultipartParser | None = None
-    if content_type == b"multipart/form-data":
-        if not options.get(b"boundary"):
-            raise ApiError(400, "bad_form", "multipart/form-data without a boundary")
-        parts = _Parts(max_files)
-        parser = MultipartParser(options[b"boundary"], parts.callbacks())
-    body = bytearray()
+    kind, options = parse_options_header(content_type)
+    if kind != b"multipart/form-data":
+        return [Upload(None, body)]
+    if not options.get(b"boundary"):
+        raise ApiError(400, "bad_form", "multipart/form-data without a boundary")
+    parts = _Parts(max_files)
+    parser = MultipartParser(options[b"boundary"], parts.callbacks())
     try:
-        async for chunk in request.stream():
-            if parser is None:
-                body.extend(chunk)
-            else:
-                parser.write(chunk)
-        if parser is not None:
-            parser.finalize()
+        parser.write(body)
+        parser.finalize()
     except FormParserError as exc:
         raise ApiError(400, "bad_form", f"malformed multipart body ({exc})") from None
-    except ClientDisconnect:
-        raise ApiError(400, "client_disconnected", "the client closed the connection mid-upload") from None
-    if parts is None:
-        return [Upload(None, bytes(body))]
     if not parts.uploads:
         raise ApiError(400, "bad_form", "no audio: send the audio as a multipart file part named 'audio'")
     return parts.uploads

@@ -1,0 +1,89 @@
+"""What the store returns: speakers, enrollments, the models for scoring (plain data, no database access)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    """Metadata of one enrollment utterance (its d-vector stays in the database)."""
+
+    id: str
+    created: float
+    filename: str | None
+    sha256: str
+    duration_seconds: float
+    speech_seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """A speaker row; ``enrollments`` is filled only by :meth:`SpeakerStore.get`."""
+
+    id: str
+    name: str
+    created: float
+    updated: float
+    model_id: str
+    n_utterances: int
+    speech_seconds: float
+    metadata: dict[str, Any]
+    enrollments: list[Enrollment] = field(default_factory=list)
+
+    def as_dict(self, with_enrollments: bool = False) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "enrollments"}
+        if with_enrollments:
+            out["enrollments"] = [e.as_dict() for e in self.enrollments]
+        return out
+
+
+@dataclass(frozen=True)
+class NewEnrollment:
+    """One utterance to add: its unit-norm ``(D,)`` d-vector and what is kept about the upload."""
+
+    dvector: np.ndarray
+    filename: str | None
+    sha256: str
+    duration_seconds: float
+    speech_seconds: float
+
+
+@dataclass(frozen=True)
+class Centroids:
+    """Every enrolled speaker's model: ``ids[i]``, ``names[i]`` own row i of the ``(S, D)`` unit-norm matrix."""
+
+    generation: int
+    ids: list[str]
+    names: list[str]
+    matrix: np.ndarray
+
+
+# the column order of the Enrollment fields, so a row and a record convert by position
+ENROLLMENT_COLUMNS = "id, created, filename, sha256, duration_seconds, speech_seconds"
+SPEAKER_COLUMNS = "id, name, created, updated, model_id, n_utterances, speech_seconds, metadata"
+
+
+def speaker_from_row(row: sqlite3.Row) -> Speaker:
+    return Speaker(
+        id=row["id"],
+        name=row["name"],
+        created=row["created"],
+        updated=row["updated"],
+        model_id=row["model_id"],
+        n_utterances=row["n_utterances"],
+        speech_seconds=row["speech_seconds"],
+        metadata=json.loads(row["metadata"]),
+    )
+
+
+def vector_from_blob(blob: bytes, dim: int) -> np.ndarray:
+    return np.frombuffer(blob, dtype=np.float32, count=dim)

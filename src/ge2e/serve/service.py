@@ -1,0 +1,139 @@
+"""The state behind the routes: the encoder, the store, keys, limits and metrics, and the embedding of uploads."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from starlette.requests import Request
+
+from ge2e import __version__
+from ge2e.audio import preprocess
+from ge2e.config import AudioConfig
+from ge2e.errors import AudioError
+from ge2e.serve.body import read_body
+from ge2e.serve.errors import ApiError, audio_error
+from ge2e.serve.keys import KeyStore
+from ge2e.serve.limiter import InferenceLimiter, RateLimiter
+from ge2e.serve.metrics import Metrics
+from ge2e.serve.store import SpeakerStore
+from ge2e.serve.uploads import Upload, decode, parse_uploads
+
+
+class Encoder(Protocol):
+    """What the service needs of a model (:class:`ge2e.model.SpeakerEncoder` is one)."""
+
+    audio: AudioConfig
+
+    @property
+    def embedding_size(self) -> int: ...
+
+    def embed_mel(self, mel: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Service limits and the decision threshold (cosine score, accept when ``score >= threshold``)."""
+
+    threshold: float
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_audio_seconds: float = 60.0
+    max_enroll_files: int = 10
+    workers: int = 1
+    queue: int = 8
+    retry_after_s: int = 1
+    read_timeout_s: float = 30.0
+    rate_per_minute: int = 600
+
+
+def model_id(model: Any) -> str:
+    """Fingerprint of an encoder's weights and configs (16 hex digits): d-vectors are comparable iff it matches."""
+    digest = hashlib.sha256()
+    for key in ("config", "audio", "inference"):
+        digest.update(repr(getattr(model, key, None)).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def decision(score: float, threshold: float) -> str:
+    return "accept" if score >= threshold else "reject"
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """d-vector ``(D,)`` of one upload plus what is kept about it."""
+
+    dvector: np.ndarray
+    upload: Upload
+    duration_seconds: float
+    speech_seconds: float
+
+
+class Service:
+    """Everything a route needs, built once per app."""
+
+    def __init__(self, model: Encoder, store: SpeakerStore, keys: KeyStore, config: ServeConfig, model_id: str) -> None:
+        self.model = model
+        self.store = store
+        self.keys = keys
+        self.config = config
+        self.model_id = model_id
+        self.limiter = InferenceLimiter(config.workers, config.queue, config.retry_after_s)
+        self.rates = RateLimiter(config.rate_per_minute)
+        self.metrics = Metrics()
+
+    async def embed(self, request: Request, max_files: int = 1) -> list[Embedded]:
+        """Read the request's audio (no slot held: a slow upload costs only its connection), then take an
+        inference slot and embed it."""
+        body = await read_body(request, self.config.max_upload_bytes, self.config.read_timeout_s)
+        uploads = parse_uploads(request.headers.get("content-type"), body, max_files)
+        async with self.limiter.slot():
+            return await self.limiter.run(self._embed_uploads, uploads)
+
+    def _embed_uploads(self, uploads: list[Upload]) -> list[Embedded]:
+        """Decode, preprocess and embed each upload (runs on an inference thread); the first bad one fails all."""
+        out = []
+        audio = self.model.audio
+        for i, upload in enumerate(uploads, start=1):
+            label = upload.label(i, len(uploads))
+            start = time.perf_counter()
+            try:
+                decoded = decode(upload.data, label, self.config.max_audio_seconds, audio.min_speech_ms / 1000)
+                mel = preprocess(decoded.samples, decoded.sample_rate, cfg=audio, name=label)
+            except AudioError as exc:
+                raise audio_error(exc, label) from None
+            dvector = np.asarray(self.model.embed_mel(mel), dtype=np.float32)
+            if not np.isfinite(dvector).all():
+                raise ApiError(422, "unusable_audio", f"{label}: the model gave a non-finite d-vector for it")
+            self.metrics.observe(
+                "ge2e_inference_seconds", "decode + front end + encoder time per utterance", time.perf_counter() - start
+            )
+            speech = mel.shape[0] * audio.hop_ms / 1000
+            out.append(Embedded(dvector, upload, decoded.seconds, speech))
+        return out
+
+    def warm_up(self) -> None:
+        """Run the front end and the encoder once, on noise (which the VAD may reject: that is fine)."""
+        audio = self.model.audio
+        noise = np.random.default_rng(0).normal(0, 0.1, audio.sample_rate).astype(np.float32)
+        with contextlib.suppress(AudioError):
+            self.model.embed_mel(preprocess(noise, audio.sample_rate, cfg=audio, name="warm-up"))
+
+    def gauges(self) -> list[tuple[str, str, float, tuple[tuple[str, str], ...]]]:
+        speakers, enrollments = self.store.counts()
+        return [
+            ("ge2e_speakers", "enrolled speakers in the database, all tenants", speakers, ()),
+            ("ge2e_enrollments", "enrollment utterances in the database, all tenants", enrollments, ()),
+            ("ge2e_inference_slots", "inference workers + queue", self.limiter.capacity, ()),
+            ("ge2e_inference_slots_used", "requests holding an inference slot", self.limiter.admitted, ()),
+            ("ge2e_inference_running", "utterances being embedded now", self.limiter.running, ()),
+            ("ge2e_rejected_overload_total", "requests refused with 503 (all slots busy)", self.limiter.rejected, ()),
+            ("ge2e_rate_limited_total", "requests refused with 429 (key over its rate)", self.rates.limited, ()),
+            ("ge2e_build_info", "version and model", 1, (("version", __version__), ("model_id", self.model_id))),
+        ]

@@ -1,0 +1,101 @@
+"""The GE2E batch contract of ``ge2e.data.sampler`` on labelled in-memory frames (no corpora needed).
+
+Every frame says which speaker, utterance and offset it is (see ``synthetic.LabelledCache``), so the tests
+check the contract itself: N distinct speakers, M of each speaker's own utterances, one crop length per step
+shared by every data source and drawn over the whole [min_frames, max_frames] range, contiguous crops,
+zero left-padding in "pad" mode, and the ``min_utterances`` filter.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ge2e.config import DataConfig
+from ge2e.data.sampler import BatchDataset, SpeakerPool
+from ge2e.errors import ConfigError
+from synthetic import LabelledCache
+
+SPEAKER, UTTERANCE, OFFSET, REAL = 0, 1, 2, 3
+
+
+def pool_of(lengths: dict[str, list[int]], min_utterances: int = 1) -> SpeakerPool:
+    cache = LabelledCache(lengths)
+    return SpeakerPool.from_indices(cache, list(range(len(cache.utterances))), min_utterances)
+
+
+def long_pool(speakers: int, utterances: int = 5, frames: int = 400) -> SpeakerPool:
+    return pool_of({f"s{k:02d}": [frames] * utterances for k in range(speakers)})
+
+
+def test_crop_length_is_drawn_per_step_over_the_whole_range():
+    cfg = DataConfig(speakers_per_batch=2, utterances_per_speaker=2)  # the paper's 140-180 frames
+    dataset = BatchDataset([long_pool(3)], cfg, seed=0)
+    lengths = {dataset[step][0].shape[2] for step in range(400)}
+    assert lengths == set(range(cfg.min_frames, cfg.max_frames + 1))
+
+
+def test_every_source_of_a_step_shares_its_crop_length():
+    cfg = DataConfig(speakers_per_batch=2, utterances_per_speaker=2, min_frames=20, max_frames=120)
+    dataset = BatchDataset([long_pool(3), long_pool(4), long_pool(2)], cfg, seed=0)
+    for step in range(30):
+        assert len({batch.shape[2] for batch in dataset[step]}) == 1, f"step {step}"
+
+
+def test_speakers_are_distinct_and_utterances_their_own():
+    cfg = DataConfig(speakers_per_batch=6, utterances_per_speaker=3, min_frames=10, max_frames=30)
+    for size in (6, 9):  # N equal to the pool (a permutation) and N smaller than it
+        pool = long_pool(size)
+        cache = pool.cache
+        for step in range(40):
+            (batch,) = BatchDataset([pool], cfg, seed=1)[step]
+            speakers = batch[:, :, :, SPEAKER].numpy()
+            assert (speakers == speakers[:, :1, :1]).all(), "a row mixes speakers"
+            assert len(set(speakers[:, 0, 0].tolist())) == cfg.speakers_per_batch, f"repeated speaker, step {step}"
+            for j in range(cfg.speakers_per_batch):
+                for i in range(cfg.utterances_per_speaker):
+                    u = int(batch[j, i, 0, UTTERANCE])
+                    assert cache.utterances[u].key == pool.speakers[int(speakers[j, 0, 0])]
+
+
+def test_crops_are_contiguous_windows_at_random_offsets():
+    cfg = DataConfig(speakers_per_batch=2, utterances_per_speaker=2, min_frames=50, max_frames=50)
+    dataset = BatchDataset([long_pool(2, frames=300)], cfg, seed=2)
+    starts = set()
+    for step in range(20):
+        offsets = dataset[step][0][..., OFFSET].numpy()  # (N, M, T)
+        assert (np.diff(offsets, axis=-1) == 1).all()
+        assert (offsets >= 0).all() and (offsets <= 299).all()
+        starts |= set(offsets[..., 0].ravel().tolist())
+    assert len(starts) > 20  # not always the start of the utterance
+
+
+def test_pad_mode_left_pads_short_utterances_with_zeros():
+    cfg = DataConfig(speakers_per_batch=2, utterances_per_speaker=2, min_frames=30, max_frames=30, short="pad")
+    (batch,) = BatchDataset([pool_of({"a": [12, 12], "b": [12, 12]})], cfg, seed=0)[0]
+    pad = cfg.max_frames - 12
+    assert (batch[:, :, :pad] == 0).all()
+    assert (batch[:, :, pad:, REAL] == 1).all()
+    # the whole keyword, in order, ends the crop
+    assert (batch[:, :, pad:, OFFSET].numpy() == np.arange(12)).all()
+
+
+def test_concat_mode_fills_short_crops_with_the_same_speaker():
+    cfg = DataConfig(speakers_per_batch=2, utterances_per_speaker=2, min_frames=30, max_frames=30, short="concat")
+    pool = pool_of({"a": [12, 9, 14], "b": [10, 11, 13]})
+    for step in range(10):
+        (batch,) = BatchDataset([pool], cfg, seed=0)[step]
+        assert (batch[..., REAL] == 1).all(), "concat must not pad"
+        speakers = batch[..., SPEAKER].numpy()
+        assert (speakers == speakers[:, :1, :1]).all()
+
+
+def test_min_utterances_filter():
+    lengths = {"one": [100], "two": [100, 100], "three": [100] * 3, "four": [100] * 4}
+    assert pool_of(lengths, 1).speakers == ["mem/four", "mem/one", "mem/three", "mem/two"]
+    assert pool_of(lengths, 3).speakers == ["mem/four", "mem/three"]
+    pool = pool_of(lengths, 4)
+    assert pool.speakers == ["mem/four"] and [len(g) for g in pool.groups] == [4]
+    cfg = DataConfig(speakers_per_batch=2, utterances_per_speaker=2, min_utterances=4)
+    with pytest.raises(ConfigError, match="1 speakers"):
+        BatchDataset([pool], cfg, seed=0)
