@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
+from pydantic import BaseModel, ConfigDict
+
 from ge2e.errors import ConfigError
 from ge2e.serve.db import DEFAULT_TENANT, Database
 
@@ -47,9 +49,10 @@ class Principal:
     rate_per_minute: int | None = None
 
 
-@dataclass(frozen=True)
-class ApiKey:
+class ApiKey(BaseModel):
     """A stored key's public record (never the secret)."""
+
+    model_config = ConfigDict(frozen=True)
 
     id: str
     tenant: str
@@ -95,7 +98,15 @@ class KeyStore:
         check_new_key(tenant, rate_per_minute)
         key_id = secrets.token_hex(6)
         token = f"{TOKEN_PREFIX}{secrets.token_urlsafe(32)}"
-        key = ApiKey(key_id, tenant, Role(role), name, time.time(), None, rate_per_minute)
+        key = ApiKey(
+            id=key_id,
+            tenant=tenant,
+            role=role,
+            name=name,
+            created=time.time(),
+            revoked=None,
+            rate_per_minute=rate_per_minute,
+        )
         with self.db.write(tenant, actor, "create_key", f"{key_id} ({key.role})") as conn:
             conn.execute(
                 "INSERT INTO api_keys (id, tenant, role, name, digest, rate_per_minute, created) "
@@ -112,7 +123,7 @@ class KeyStore:
             "ORDER BY created, id",
             args,
         )
-        return [ApiKey(**{**dict(r), "role": Role(r["role"])}) for r in rows]
+        return [ApiKey(**dict(r)) for r in rows]
 
     def revoke(self, key_id: str, tenant: str | None = None, actor: str = CLI_ACTOR) -> None:
         """Revoke a key now (of ``tenant`` only, when given); revoking twice is not an error."""

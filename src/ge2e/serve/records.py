@@ -4,46 +4,47 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 
-@dataclass(frozen=True)
-class Enrollment:
+class Record(BaseModel):
+    """Immutable data the store returns, and the API answers as is (so no non-finite float ever goes out)."""
+
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
+
+
+class Enrollment(Record):
     """Metadata of one enrollment utterance (its d-vector stays in the database)."""
 
     id: str
-    created: float
+    created: float = Field(description="unix time, seconds")
     filename: str | None
-    sha256: str
+    sha256: str = Field(description="SHA-256 of the uploaded bytes (the audio itself is not kept)")
     duration_seconds: float
-    speech_seconds: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+    speech_seconds: float = Field(description="speech kept by voice activity detection")
 
 
-@dataclass(frozen=True)
-class Speaker:
-    """A speaker row; ``enrollments`` is filled only by :meth:`SpeakerStore.get`."""
+class Speaker(Record):
+    """A speaker row."""
 
     id: str
     name: str
     created: float
     updated: float
-    model_id: str
+    model_id: str = Field(description="fingerprint of the encoder its d-vectors come from")
     n_utterances: int
     speech_seconds: float
     metadata: dict[str, Any]
-    enrollments: list[Enrollment] = field(default_factory=list)
 
-    def as_dict(self, with_enrollments: bool = False) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k != "enrollments"}
-        if with_enrollments:
-            out["enrollments"] = [e.as_dict() for e in self.enrollments]
-        return out
+
+class SpeakerDetail(Speaker):
+    """A speaker with the metadata of its enrollments."""
+
+    enrollments: list[Enrollment]
 
 
 @dataclass(frozen=True)

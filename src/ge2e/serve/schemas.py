@@ -1,4 +1,5 @@
-"""Request and response bodies of the HTTP API, and the OpenAPI descriptions of the bodies the routes read
+"""Request and response bodies of the HTTP API (the store's records, :mod:`ge2e.serve.records`, are answered as
+they are), and the OpenAPI descriptions of the bodies the routes read
 themselves (audio uploads, and JSON read only after authentication)."""
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from typing import Annotated, Any, Literal
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ge2e.serve.keys import KEY_ID_PATTERN, MAX_RATE_PER_MINUTE, Role
+from ge2e.serve.keys import KEY_ID_PATTERN, MAX_RATE_PER_MINUTE, ApiKey, Role
+from ge2e.serve.records import Enrollment, Speaker
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 MAX_METADATA_CHARS = 4096
@@ -68,40 +70,16 @@ class SpeakerCreate(BaseModel):
         return value
 
 
-class EnrollmentOut(_Out):
-    id: str
-    created: float = Field(description="unix time, seconds")
-    filename: str | None
-    sha256: str = Field(description="SHA-256 of the uploaded bytes (the audio itself is not kept)")
-    duration_seconds: float
-    speech_seconds: float = Field(description="speech kept by voice activity detection")
-
-
-class SpeakerOut(_Out):
-    id: str
-    name: str
-    created: float
-    updated: float
-    model_id: str
-    n_utterances: int
-    speech_seconds: float
-    metadata: dict[str, Any]
-
-
-class SpeakerDetail(SpeakerOut):
-    enrollments: list[EnrollmentOut]
-
-
 class SpeakerPage(_Out):
-    speakers: list[SpeakerOut]
+    speakers: list[Speaker]
     total: int
     limit: int
     offset: int
 
 
 class EnrollResult(_Out):
-    speaker: SpeakerOut
-    added: list[EnrollmentOut]
+    speaker: Speaker
+    added: list[Enrollment]
 
 
 class VerifyResult(_Out):
@@ -147,22 +125,12 @@ class KeyCreate(BaseModel):
     rate_per_minute: int | None = Field(default=None, ge=1, le=MAX_RATE_PER_MINUTE)
 
 
-class KeyOut(_Out):
-    id: str
-    tenant: str
-    role: Role
-    name: str
-    created: float
-    revoked: float | None
-    rate_per_minute: int | None
-
-
-class KeyCreated(KeyOut):
+class KeyCreated(ApiKey):
     key: str = Field(description="the secret bearer token: shown this once, stored only as a digest")
 
 
 class KeyList(_Out):
-    keys: list[KeyOut]
+    keys: list[ApiKey]
 
 
 class AuditEntry(_Out):

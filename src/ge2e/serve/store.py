@@ -12,7 +12,6 @@ import sqlite3
 import threading
 import time
 import uuid
-from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from ge2e.serve.records import (
     Enrollment,
     NewEnrollment,
     Speaker,
+    SpeakerDetail,
     speaker_from_row,
     vector_from_blob,
 )
@@ -116,7 +116,7 @@ class SpeakerStore:
             f"SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE tenant = ? AND speaker_id = ? ORDER BY created, id",
             (tenant, speaker_id),
         )
-        return Speaker(**{**speaker.__dict__, "enrollments": [Enrollment(**dict(r)) for r in rows]})
+        return SpeakerDetail(**speaker.model_dump(), enrollments=[Enrollment(**dict(r)) for r in rows])
 
     def list_speakers(self, tenant: str, limit: int = 100, offset: int = 0) -> tuple[list[Speaker], int]:
         """A page of the tenant's speakers ordered by creation time, and their total count."""
@@ -151,7 +151,14 @@ class SpeakerStore:
         """Add utterances to a speaker and update its model, all in one transaction (all or nothing)."""
         now = time.time()
         added = [
-            Enrollment(uuid.uuid4().hex, now, it.filename, it.sha256, it.duration_seconds, it.speech_seconds)
+            Enrollment(
+                id=uuid.uuid4().hex,
+                created=now,
+                filename=it.filename,
+                sha256=it.sha256,
+                duration_seconds=it.duration_seconds,
+                speech_seconds=it.speech_seconds,
+            )
             for it in items
         ]
         target = f"{speaker_id}: {len(added)} utterance(s)"
@@ -160,7 +167,7 @@ class SpeakerStore:
             blobs = [self._blob(it.dvector) for it in items]
             conn.executemany(
                 f"INSERT INTO enrollments ({ENROLLMENT_COLUMNS}, tenant, speaker_id, dvector) VALUES ({'?, ' * 8}?)",
-                [(*astuple(e), tenant, speaker_id, b) for e, b in zip(added, blobs, strict=True)],
+                [(*e.model_dump().values(), tenant, speaker_id, b) for e, b in zip(added, blobs, strict=True)],
             )
             self._refresh(conn, tenant, speaker_id, now)
         return self.get(tenant, speaker_id, with_enrollments=False), added

@@ -24,7 +24,6 @@ from ge2e.serve.schemas import (
     KeyCreated,
     KeyId,
     KeyList,
-    KeyOut,
     json_body,
 )
 
@@ -59,7 +58,7 @@ async def metrics(_: Admin, svc: Svc) -> Response:
 async def list_keys(who: Admin, svc: Svc) -> KeyList:
     """Your tenant's keys, revoked ones included (never their secrets)."""
     keys = await run_in_threadpool(svc.keys.list, who.tenant)
-    return KeyList(keys=[KeyOut(**k.__dict__) for k in keys])
+    return KeyList(keys=keys)
 
 
 @router.post("/v1/keys", status_code=201, response_model=KeyCreated, openapi_extra=json_body(KeyCreate))
@@ -69,7 +68,7 @@ async def create_key(request: Request, who: Admin, svc: Svc) -> KeyCreated:
     key, token = await run_in_threadpool(
         svc.keys.add, who.tenant, body.role, body.name, body.rate_per_minute, who.key_id
     )
-    return KeyCreated(**key.__dict__, key=token)
+    return KeyCreated(**key.model_dump(), key=token)
 
 
 @router.delete("/v1/keys/{key_id}", status_code=204, response_class=Response)

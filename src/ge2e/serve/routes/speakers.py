@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from ge2e.serve.body import read_json
+from ge2e.serve.records import NewEnrollment, Speaker, SpeakerDetail
 from ge2e.serve.routes import Enroller, Svc, Verifier
 from ge2e.serve.schemas import (
     ERRORS,
@@ -16,28 +17,23 @@ from ge2e.serve.schemas import (
     EnrollmentId,
     EnrollResult,
     SpeakerCreate,
-    SpeakerDetail,
     SpeakerId,
-    SpeakerOut,
     SpeakerPage,
     audio_body,
     json_body,
 )
-from ge2e.serve.store import NewEnrollment
 
 MAX_OFFSET = 2**31 - 1  # far past any real page; keeps the value a plain SQLite integer
 
 router = APIRouter(prefix="/v1/speakers", tags=["speakers"], responses=ERRORS)
 
 
-@router.post(
-    "", status_code=201, response_model=SpeakerOut, responses=ERRORS_409, openapi_extra=json_body(SpeakerCreate)
-)
-async def create_speaker(request: Request, who: Enroller, svc: Svc) -> SpeakerOut:
+@router.post("", status_code=201, response_model=Speaker, responses=ERRORS_409, openapi_extra=json_body(SpeakerCreate))
+async def create_speaker(request: Request, who: Enroller, svc: Svc) -> Speaker:
     """Create a speaker with no enrollments yet (409 when the id is taken in your tenant)."""
     body = await read_json(request, SpeakerCreate, svc.config.read_timeout_s)
     speaker = await run_in_threadpool(svc.store.create, who.tenant, body.name, body.metadata, body.id, who.key_id)
-    return SpeakerOut(**speaker.as_dict())
+    return speaker
 
 
 @router.get("", response_model=SpeakerPage)
@@ -49,14 +45,14 @@ async def list_speakers(
 ) -> SpeakerPage:
     """Your tenant's speakers in creation order, a page at a time."""
     speakers, total = await run_in_threadpool(svc.store.list_speakers, who.tenant, limit, offset)
-    return SpeakerPage(speakers=[s.as_dict() for s in speakers], total=total, limit=limit, offset=offset)
+    return SpeakerPage(speakers=speakers, total=total, limit=limit, offset=offset)
 
 
 @router.get("/{speaker_id}", response_model=SpeakerDetail)
 async def get_speaker(speaker_id: SpeakerId, who: Verifier, svc: Svc) -> SpeakerDetail:
     """A speaker and the metadata of its enrollment utterances."""
     speaker = await run_in_threadpool(svc.store.get, who.tenant, speaker_id)
-    return SpeakerDetail(**speaker.as_dict(with_enrollments=True))
+    return speaker
 
 
 @router.delete("/{speaker_id}", status_code=204, response_class=Response)
@@ -85,11 +81,11 @@ async def enroll(speaker_id: SpeakerId, request: Request, who: Enroller, svc: Sv
         for e in embedded
     ]
     speaker, added = await run_in_threadpool(svc.store.enroll, who.tenant, speaker_id, items, who.key_id)
-    return EnrollResult(speaker=speaker.as_dict(), added=[a.as_dict() for a in added])
+    return EnrollResult(speaker=speaker, added=added)
 
 
-@router.delete("/{speaker_id}/enrollments/{enrollment_id}", response_model=SpeakerOut)
-async def delete_enrollment(speaker_id: SpeakerId, enrollment_id: EnrollmentId, who: Enroller, svc: Svc) -> SpeakerOut:
+@router.delete("/{speaker_id}/enrollments/{enrollment_id}", response_model=Speaker)
+async def delete_enrollment(speaker_id: SpeakerId, enrollment_id: EnrollmentId, who: Enroller, svc: Svc) -> Speaker:
     """Remove one enrollment utterance and update the speaker model."""
     speaker = await run_in_threadpool(svc.store.delete_enrollment, who.tenant, speaker_id, enrollment_id, who.key_id)
-    return SpeakerOut(**speaker.as_dict())
+    return speaker
