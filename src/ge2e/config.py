@@ -138,6 +138,8 @@ class TrainConfig:
     out_dir: str = "exp/run"
     preset: str = "small"
     model: ModelConfig | None = None  # overrides the preset when given
+    # The one front end of the run: every training and validation cache must have been prepared with it
+    # (`ge2e prepare --config`), and the trained model embeds audio with it.
     audio: AudioConfig = field(default_factory=AudioConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -148,6 +150,12 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    # CPU threads for the model (0: PyTorch's default, one per core). One thread leaves the other cores free
+    # and is not slower per core for these small LSTMs.
+    threads: int = 0
+    # A model checkpoint whose weights start a run that has no last.pt yet (warm restart, fine-tuning): its model
+    # and audio configs must match this run's.
+    init: str = ""
 
 
 def _build(cls: type, data: Any, where: str) -> Any:

@@ -73,17 +73,18 @@ class SpeakerEncoder(nn.Module):
         """D, the d-vector size."""
         return self.config.proj_size or self.config.hidden_size
 
-    def _scale_projection_gradients(self, scale: float) -> None:
-        """Multiply gradients of the projection weights by ``scale`` (paper: 0.5).
-
-        The projection is the LSTM's ``weight_hr`` matrices, or the linear layer that replaces it.
-        """
-        if scale == 1.0:
-            return
+    def projection_parameters(self) -> list[nn.Parameter]:
+        """The projection weights: the LSTM's ``weight_hr`` matrices, or the linear layer that replaces them."""
         projections = [p for name, p in self.lstm.named_parameters() if name.startswith("weight_hr")]
         if self.linear is not None:
             projections.append(self.linear.weight)
-        for param in projections:
+        return projections
+
+    def _scale_projection_gradients(self, scale: float) -> None:
+        """Multiply gradients of the projection weights by ``scale`` (paper: 0.5)."""
+        if scale == 1.0:
+            return
+        for param in self.projection_parameters():
             param.register_hook(lambda grad, s=scale: grad * s)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:

@@ -30,8 +30,9 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from ge2e.config import TrainConfig, save_config
+from ge2e.config import AudioConfig, TrainConfig, save_config
 from ge2e.data.sampler import BatchDataset, SpeakerPool
+from ge2e.errors import ConfigError
 from ge2e.inference import embed_mels
 from ge2e.loss import build_loss
 from ge2e.metrics import eer
@@ -86,6 +87,60 @@ def validation_eer(encoder: SpeakerEncoder, pool: SpeakerPool, num_trials: int, 
     first = emb[[position[a] for a, _ in pairs]]
     second = emb[[position[b] for _, b in pairs]]
     return eer(cosine_scores(first, second), np.asarray(labels))[0]
+
+
+def check_front_end(audio: AudioConfig, pools: list[SpeakerPool]) -> None:
+    """Every training and validation cache must hold features of the config's front end (``cfg.audio``).
+
+    Features of another front end (other mel bands, VAD or normalisation) would train or validate a model on
+    inputs that inference never gives it, so a mismatch stops training before it starts.
+    """
+    expected = dataclasses.asdict(audio)
+    for pool in pools:
+        got = dataclasses.asdict(pool.cache.audio_config)
+        diff = [f"{k}: {got[k]!r} in the cache, {v!r} in the config" for k, v in expected.items() if got.get(k) != v]
+        if diff:
+            raise ConfigError(
+                f"{pool.cache.root}: features were prepared with another front end ({'; '.join(diff)}); "
+                "prepare it with `ge2e prepare --config CONFIG` or set the config's audio section to match"
+            )
+
+
+def warm_start(encoder: SpeakerEncoder, path: str) -> None:
+    """Copy a checkpoint's weights into ``encoder``; its architecture and front end must be the run's."""
+    source = SpeakerEncoder.load(path)
+    for name, mine, theirs in (("model", encoder.config, source.config), ("audio", encoder.audio, source.audio)):
+        if mine != theirs:
+            raise ConfigError(f"init {path}: its {name} config differs from this run's ({theirs} vs {mine})")
+    encoder.load_state_dict(source.state_dict())
+
+
+def build_optimizer(objective: Objective, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD or Adam over three parameter groups: the rest, the projections, and w and b.
+
+    The paper's gradient scales (0.5 on projections, 0.01 on w and b) are gradient hooks, which is exactly what
+    plain SGD needs. Adam divides every gradient by its own running magnitude, which cancels a constant scale,
+    so with Adam the same factors are applied to the groups' learning rates instead. Group 0 is always the
+    unscaled one (its rate is the one logged).
+    """
+    encoder, criterion = objective.encoder, objective.criterion
+    projection = encoder.projection_parameters()
+    scalars = [criterion.w, criterion.b]
+    special = {id(p) for p in projection + scalars}
+    rest = [p for p in objective.parameters() if id(p) not in special]
+    o = cfg.optim
+    if o.name == "sgd":
+        return torch.optim.SGD(
+            [{"params": rest}, {"params": projection}, {"params": scalars}], lr=o.lr, momentum=o.momentum
+        )
+    return torch.optim.Adam(
+        [
+            {"params": rest},
+            {"params": projection, "lr": o.lr * encoder.config.proj_grad_scale},
+            {"params": scalars, "lr": o.lr * cfg.loss.grad_scale},
+        ],
+        lr=o.lr,
+    )
 
 
 def _setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
@@ -150,6 +205,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> SpeakerEncoder:
     # ---- distributed setup and seeds ----------------------------------------------------------------------
     rank, world, device = _setup_distributed(cfg.device)
     main = rank == 0
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed + rank)
     np.random.seed(cfg.seed + rank)
     random.seed(cfg.seed + rank)
@@ -162,17 +219,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> SpeakerEncoder:
     pools = [SpeakerPool.from_source(s, cfg.data.min_utterances) for s in cfg.data.sources]
     weights = [s.weight for s in cfg.data.sources]
     val_pools = [SpeakerPool.from_source(s, 2) for s in cfg.val.sources] if main else []
-    audio = pools[0].cache.audio_config
+    check_front_end(cfg.audio, pools + val_pools)
 
     # ---- model, loss, optimiser, schedule ---------------------------------------------------------------------
     model_cfg = cfg.model or preset(cfg.preset)
-    encoder = SpeakerEncoder(model_cfg, audio)
+    encoder = SpeakerEncoder(model_cfg, cfg.audio)
     objective = Objective(encoder, build_loss(cfg.loss), weights).to(device)
     params = list(objective.parameters())
-    if cfg.optim.name == "sgd":
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum)
-    else:
-        optimizer = torch.optim.Adam(params, lr=cfg.optim.lr)
+    optimizer = build_optimizer(objective, cfg)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.optim.lr_halve_every, gamma=0.5)
 
     # ---- resume -------------------------------------------------------------------------------------------------
@@ -186,6 +240,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> SpeakerEncoder:
         start, best_eer = state["step"], state["best_eer"]
         if main:
             logger.info("resumed %s at step %d", out / "last.pt", start)
+    elif cfg.init:
+        warm_start(encoder, cfg.init)
+        if main:
+            logger.info("started from the weights of %s", cfg.init)
     model = nn.parallel.DistributedDataParallel(objective) if world > 1 else objective
 
     loader = torch.utils.data.DataLoader(
@@ -213,10 +271,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> SpeakerEncoder:
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         grad_norm = nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+        lr = optimizer.param_groups[0]["lr"]  # the rate this step uses: the scheduler moves it on below
         optimizer.step()
         scheduler.step()
 
-        row: dict[str, Any] = {"step": step, "loss": total.item(), "lr": scheduler.get_last_lr()[0]}
+        row: dict[str, Any] = {"step": step, "loss": total.item(), "lr": lr}
         row.update({f"loss_{k}": v.item() for k, v in enumerate(losses)} if len(losses) > 1 else {})
         row.update(w=objective.criterion.w.item(), b=objective.criterion.b.item(), grad_norm=grad_norm.item())
         row.update(data_wait=wait_time, time=time.perf_counter(), val_eer="")

@@ -7,7 +7,9 @@ import re
 from collections import Counter
 from typing import Any
 
-LAYOUT_CHOICES = ("auto", "voxceleb", "librispeech", "speech_commands", "dspspeech", "fsdd", "generic")
+LAYOUT_CHOICES = (
+    "auto", "voxceleb", "librispeech", "speech_commands", "dspspeech", "fsdd", "speechocean762", "wuw2", "generic"
+)
 
 
 def register(subparsers: Any) -> None:

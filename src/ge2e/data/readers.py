@@ -8,19 +8,25 @@ Supported layouts (``layout=`` name, then the file names it expects under ``root
   (``_background_noise_``) are skipped.
 - ``dspspeech``: ``<spk>/<spk>-<word>-<rep>.<ext>``; label = word; corpus ``DSPSpeech-20``.
 - ``fsdd``: ``<digit>_<name>_<n>.wav`` (Free Spoken Digit Dataset); speaker = name, label = digit.
+- ``speechocean762``: ``SPEAKER<id>/<utt>.<ext>`` (L2 English read speech, adults and children); corpus
+  ``speechocean762``. ``speakers.tsv`` beside the speaker folders, when present, must list every speaker.
+- ``wuw2``: ``<8 hex digits>/<session>-<utt>.<ext>`` (WUW Corpus II telephone calls, 8 kHz); corpus ``wuw2``.
+  Utterances 001-005 are the five wake words said alone: label = the wake word (from ``sessions.tsv`` when it
+  is there, else from the utterance number); free sentences 006-010 have no label.
 - ``generic``: ``<speaker>/**/<utt>.<ext>``: the first folder under ``root`` is the speaker.
 
 The corpus name is the ``corpus=`` argument, else the layout's fixed name above, else the name of ``root``
 (so ``/data/speech_commands_v0.02_test`` gives the name used by the official split files).
 
 Auto-detection (``layout="auto"``) lists the audio files once and picks the first layout, in the order
-voxceleb, librispeech, speech_commands, dspspeech, fsdd, generic, whose file-name pattern matches EVERY audio
-file (after that layout's own skip rule): the specific layouts come first because ``generic`` accepts any
-file inside a sub-folder.
+voxceleb, librispeech, speech_commands, dspspeech, fsdd, speechocean762, wuw2, generic, whose file-name pattern
+matches EVERY audio file (after that layout's own skip rule): the specific layouts come first because ``generic``
+accepts any file inside a sub-folder.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 import re
 import shutil
@@ -64,6 +70,11 @@ _VOX_ID = re.compile(r"^id\d+$")
 _SC = re.compile(r"^([0-9a-f]{8})_nohash_\d+\.\w+$")
 _DSP = re.compile(r"^([^-]+)-([^-]+)-(\d+)\.\w+$")
 _FSDD = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
+_SO762_SPK = re.compile(r"^SPEAKER\d+$")
+_WUW_SPK = re.compile(r"^[0-9a-f]{8}$")
+_WUW_UTT = re.compile(r"^(\d+)-(\d{3})\.\w+$")
+# WUW Corpus II prompts: utterances 001-005 are these wake words said alone (the corpus README).
+WUW_KEYWORDS = {"001": "operator", "002": "thinkengine", "003": "onword", "004": "wildfire", "005": "voyager"}
 
 
 def _parse_librispeech(parts: tuple[str, ...]) -> tuple[str, str] | None:
@@ -98,6 +109,19 @@ def _parse_fsdd(parts: tuple[str, ...]) -> tuple[str, str] | None:
     return None if m is None else (m[2], m[1])
 
 
+def _parse_speechocean762(parts: tuple[str, ...]) -> tuple[str, str] | None:
+    if len(parts) != 2 or not _SO762_SPK.match(parts[0]) or Path(parts[1]).suffix.lower() not in AUDIO_EXTENSIONS:
+        return None
+    return parts[0], ""
+
+
+def _parse_wuw2(parts: tuple[str, ...]) -> tuple[str, str] | None:
+    m = _WUW_UTT.match(parts[-1])
+    if m is None or len(parts) != 2 or not _WUW_SPK.match(parts[0]):
+        return None
+    return parts[0], WUW_KEYWORDS.get(m[2], "")
+
+
 def _parse_generic(parts: tuple[str, ...]) -> tuple[str, str] | None:
     return (parts[0], "") if len(parts) >= 2 else None
 
@@ -110,14 +134,57 @@ def _skip_nothing(parts: tuple[str, ...]) -> bool:
     return False
 
 
+def _read_tsv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def _annotate_wuw2(root: Path, manifest: list[Utterance]) -> list[Utterance]:
+    """Labels from ``sessions.tsv``: the wake word for utterances said alone; a speaker mismatch is an error."""
+    table = root / "sessions.tsv"
+    if not table.is_file():
+        return manifest
+    rows = {row["file"]: row for row in _read_tsv_rows(table)}
+    out = []
+    for u in manifest:
+        row = rows.get(Path(u.path).relative_to(root).as_posix())
+        if row is None:
+            out.append(u)
+            continue
+        if row["speaker"] != u.speaker:
+            raise Ge2eError(
+                f"{table}: {row['file']} is listed for speaker {row['speaker']}, its folder says {u.speaker}"
+            )
+        label = row["keyword"].lower() if row["context"] == "alone" else ""
+        out.append(Utterance(u.path, u.speaker, label, u.corpus))
+    return out
+
+
+def _annotate_speechocean762(root: Path, manifest: list[Utterance]) -> list[Utterance]:
+    """Checks the speaker folders against ``speakers.tsv`` (age, gender and split live there)."""
+    table = root / "speakers.tsv"
+    if table.is_file():
+        listed = {row["speaker"] for row in _read_tsv_rows(table)}
+        unlisted = sorted({u.speaker for u in manifest} - listed)
+        if unlisted:
+            logger.warning("%s: %d speaker folder(s) not in speakers.tsv, e.g. %s", root, len(unlisted), unlisted[0])
+    return manifest
+
+
+def _annotate_nothing(root: Path, manifest: list[Utterance]) -> list[Utterance]:
+    return manifest
+
+
 @dataclass(frozen=True)
 class Layout:
-    """A corpus layout: how to name speakers and labels from a path, what to skip, the corpus's fixed name."""
+    """A corpus layout: how to name speakers and labels from a path, what to skip, the corpus's fixed name, and
+    how its metadata files (if any) refine the manifest."""
 
     name: str
     parse: Parser
     skip: Callable[[tuple[str, ...]], bool] = _skip_nothing
     corpus: str = ""  # empty: the name of the root folder
+    annotate: Callable[[Path, list[Utterance]], list[Utterance]] = _annotate_nothing
 
 
 # Detection order: most specific first (see the module docstring).
@@ -129,6 +196,8 @@ LAYOUTS: dict[str, Layout] = {
         Layout("speech_commands", _parse_speech_commands, _skip_speech_commands),
         Layout("dspspeech", _parse_dspspeech, corpus="DSPSpeech-20"),
         Layout("fsdd", _parse_fsdd, corpus="FSDD"),
+        Layout("speechocean762", _parse_speechocean762, corpus="speechocean762", annotate=_annotate_speechocean762),
+        Layout("wuw2", _parse_wuw2, corpus="wuw2", annotate=_annotate_wuw2),
         Layout("generic", _parse_generic),
     )
 }
@@ -187,6 +256,7 @@ def read_corpus(root: str | Path, layout: str = "auto", corpus: str | None = Non
         manifest.append(Utterance(str(root.joinpath(*parts)), parsed[0], parsed[1], name))
     if misfits:
         logger.warning("%s: skipped %d file(s) whose names do not fit the %s layout", root, misfits, chosen.name)
+    manifest = chosen.annotate(root, manifest)
     if any(Path(u.path).suffix.lower() in FFMPEG_EXTENSIONS for u in manifest):
         require_ffmpeg()
     return manifest

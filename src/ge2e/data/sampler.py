@@ -79,7 +79,13 @@ def crop(frames: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarra
 def fit_length(
     pool: SpeakerPool, speaker: int, utterance: int, length: int, short: str, rng: np.random.Generator
 ) -> np.ndarray:
-    """``(length, n_mels)`` frames of one utterance: a random crop, extended first when it is too short."""
+    """``(length, n_mels)`` frames of one utterance: a random crop, extended first when it is too short.
+
+    Short utterances (isolated words, 1 s keywords) are shorter than the 140-180-frame crop. ``"concat"`` joins
+    the utterance with the speaker's *other* utterances, in random order and each at most once before any
+    repeats, so a crop of a keyword corpus holds several different words of one speaker: text-independent
+    material from text-dependent recordings. ``"pad"`` keeps one keyword per crop (text-dependent training).
+    """
     frames = pool.cache.features(utterance)
     if frames.shape[0] < length:
         if short == "pad":
@@ -87,12 +93,25 @@ def fit_length(
             return np.concatenate([pad, frames])
         parts = [frames]
         total = frames.shape[0]
+        others = [u for u in pool.groups[speaker] if u != utterance] or [utterance]
+        order = iter(())
         while total < length:
-            extra = pool.cache.features(int(rng.choice(pool.groups[speaker])))
+            nxt = next(order, None)
+            if nxt is None:  # every other utterance used once: start another random round
+                order = iter(rng.permutation(others))
+                nxt = next(order)
+            extra = pool.cache.features(int(nxt))
             parts.append(extra)
             total += extra.shape[0]
         frames = np.concatenate(parts)
     return crop(frames, length, rng)
+
+
+def distinct_draw(items: list[int] | np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``size`` items in random order, each used once before any is used again (all distinct when possible)."""
+    items = np.asarray(items)
+    rounds = -(-size // len(items))
+    return np.concatenate([rng.permutation(items) for _ in range(rounds)])[:size]
 
 
 class BatchDataset(torch.utils.data.Dataset):
@@ -126,7 +145,6 @@ class BatchDataset(torch.utils.data.Dataset):
         n, m = self.cfg.speakers_per_batch, self.cfg.utterances_per_speaker
         out = np.empty((n, m, length, pool.cache.audio_config.n_mels), dtype=np.float32)
         for j, speaker in enumerate(rng.choice(len(pool), size=n, replace=False)):
-            group = pool.groups[speaker]
-            for i, utterance in enumerate(rng.choice(group, size=m, replace=len(group) < m)):
+            for i, utterance in enumerate(distinct_draw(pool.groups[speaker], m, rng)):
                 out[j, i] = fit_length(pool, speaker, int(utterance), length, self.cfg.short, rng)
         return out
