@@ -169,10 +169,12 @@ def test_te2e_default_enrollment_is_leave_one_out():
     torch.testing.assert_close(pos, similarity_matrix(e, 1.0, 0.0).diagonal(dim1=0, dim2=2).T)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_dtypes(dtype):
-    e = torch.randn(3, 4, 5, dtype=dtype)
-    assert GE2ELoss().to(dtype)(e).dtype == dtype
+@pytest.mark.parametrize("method", ["softmax", "contrast"])
+def test_float32_loss_matches_float64_reference(method):
+    e = torch.randn(4, 5, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    got = GE2ELoss(init_w=3.0, init_b=-1.0, method=method)(e.float())
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), reference_loss(e, 3.0, -1.0, method), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -183,8 +185,15 @@ def test_cuda_matches_cpu():
 
 
 def test_loss_called_once_per_source_before_one_backward():
-    """MultiReader evaluates the loss on several batches and backpropagates their weighted sum once."""
+    """MultiReader evaluates the loss on several batches and backpropagates their weighted sum once: the
+    gradients are those of the separate losses, weighted."""
     loss = GE2ELoss()
-    a, b = torch.randn(3, 4, 5, requires_grad=True), torch.randn(3, 4, 5, requires_grad=True)
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.randn(3, 4, 5, generator=g, requires_grad=True), torch.randn(3, 4, 5, generator=g, requires_grad=True)
     (loss(a) + 0.5 * loss(b)).backward()
-    assert a.grad is not None and b.grad is not None and loss.w.grad is not None
+    separate = [torch.autograd.grad(loss(x), [x, loss.w, loss.b]) for x in (a, b)]
+    torch.testing.assert_close(a.grad, separate[0][0])
+    torch.testing.assert_close(b.grad, 0.5 * separate[1][0])
+    torch.testing.assert_close(loss.w.grad, separate[0][1] + 0.5 * separate[1][1])
+    torch.testing.assert_close(loss.b.grad, separate[0][2] + 0.5 * separate[1][2])
+    assert loss.w.grad.abs() > 0 and loss.b.grad.abs() > 0
