@@ -1,4 +1,5 @@
-"""A real ``ge2e serve`` process on a free loopback port, for the service tests."""
+"""A real ``ge2e serve`` process on a free loopback port, a tiny model for it, and raw-socket clients (to send
+headers without a body, or a body that stalls), for the service tests."""
 
 from __future__ import annotations
 
@@ -12,6 +13,13 @@ from pathlib import Path
 
 import httpx
 
+KEY = "test-key-0123456789abcdef"
+CLIPS = {  # LibriSpeech test-other, 2.8-4.3 s each, under the 5 s limit the test servers run with
+    "a1": "LibriSpeech/test-other/1688/142285/1688-142285-0002.flac",
+    "a2": "LibriSpeech/test-other/1688/142285/1688-142285-0005.flac",
+    "b1": "LibriSpeech/test-other/1998/15444/1998-15444-0007.flac",
+    "b2": "LibriSpeech/test-other/1998/15444/1998-15444-0008.flac",
+}
 START_TIMEOUT_S = 90.0  # importing torch and loading the VAD on a busy 2-core CI machine
 
 
@@ -67,3 +75,51 @@ class ServerProcess:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def tiny_model(path: Path) -> Path:
+    """A random 1 x 32 LSTM encoder saved at ``path``: fast, and its scores are checked against offline ones."""
+    import torch
+
+    from ge2e.config import ModelConfig
+    from ge2e.model import SpeakerEncoder
+
+    torch.manual_seed(0)
+    SpeakerEncoder(ModelConfig(hidden_size=32, proj_size=0, num_layers=1)).save(path)
+    return path
+
+
+def send_head(port: int, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> socket.socket:
+    """Opens a connection and sends a request's head and ``body`` (possibly less than its Content-Length)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": "127.0.0.1", **headers}.items())
+    sock.sendall(f"{method} {path} HTTP/1.1\r\n{head}\r\n".encode() + body)
+    return sock
+
+
+def read_response(sock: socket.socket, timeout: float) -> tuple[int, dict[str, str], bytes]:
+    """(status, lower-cased headers, body) of the next response on ``sock``."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a full response head: {data!r}")
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    while len(body) < int(headers.get("content-length", 0)):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
+def assert_error(r: httpx.Response, status: int, code: str) -> None:
+    """``r`` is the service's JSON error with this status and code, and a message a person can act on."""
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["status"] == status and error["code"] == code
+    assert len(error["message"]) > 10

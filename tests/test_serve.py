@@ -24,7 +24,6 @@ import torch
 
 from ge2e.api import average_embeddings, embed_utterance
 from ge2e.cli import main as cli_main
-from ge2e.config import ModelConfig
 from ge2e.errors import ConfigError
 from ge2e.model import SpeakerEncoder
 from ge2e.serve import ServeConfig, SpeakerStore, create_app, model_id
@@ -32,17 +31,10 @@ from ge2e.serve.auth import load_keys
 from ge2e.serve.db import DEFAULT_TENANT, Database, integrity_check
 from ge2e.serve.keys import KeyNotFound, KeyStore, Principal, Role
 from ge2e.serve.store import NewEnrollment, SpeakerNotFound, StoreError
-from serve_server import ServerProcess
+from serve_server import CLIPS, KEY, ServerProcess, assert_error, tiny_model
 
-KEY = "test-key-0123456789abcdef"
 FILE_KEY = "file-key-fedcba9876543210"
 TOL = 1e-4  # server vs offline score: same code and weights, float32 sums in another order
-CLIPS = {  # LibriSpeech test-other, 2.8-4.3 s each, under the 5 s limit the test server runs with
-    "a1": "LibriSpeech/test-other/1688/142285/1688-142285-0002.flac",
-    "a2": "LibriSpeech/test-other/1688/142285/1688-142285-0005.flac",
-    "b1": "LibriSpeech/test-other/1998/15444/1998-15444-0007.flac",
-    "b2": "LibriSpeech/test-other/1998/15444/1998-15444-0008.flac",
-}
 V1_SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE speakers (id TEXT PRIMARY KEY, name TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL,
@@ -68,9 +60,7 @@ def clips(data_root: Path) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SpeakerEncoder]:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    SpeakerEncoder(ModelConfig(hidden_size=32, proj_size=0, num_layers=1)).save(path)
+    path = tiny_model(tmp_path_factory.mktemp("model") / "tiny.pt")
     return path, SpeakerEncoder.load(path)
 
 
@@ -122,13 +112,6 @@ def create(client: httpx.Client, speaker_id: str, name: str) -> None:
 
 def server_model_id(client: httpx.Client) -> str:
     return client.get("/health", headers={"Authorization": f"Bearer {KEY}"}).json()["model_id"]
-
-
-def assert_error(r: httpx.Response, status: int, code: str) -> None:
-    assert r.status_code == status, r.text
-    error = r.json()["error"]
-    assert error["status"] == status and error["code"] == code
-    assert len(error["message"]) > 10
 
 
 # ---------------------------------------------------------------------------------------------- end to end
