@@ -145,10 +145,13 @@ class AuditPage(_Out):
     entries: list[AuditEntry] = Field(description="oldest first")
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 408, 413, 415, 422, 429, 503)
+# errors are JSON on every route, the text/plain /metrics included, hence the explicit media type
+_ERROR = {
+    "model": ErrorResponse,
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
 }
-ERRORS_409: dict[int | str, dict[str, Any]] = {**ERRORS, 409: {"model": ErrorResponse}}
+ERRORS: dict[int | str, dict[str, Any]] = {s: _ERROR for s in (400, 401, 403, 404, 408, 413, 415, 422, 429, 503)}
+ERRORS_409: dict[int | str, dict[str, Any]] = {**ERRORS, 409: _ERROR}
 
 
 def json_body(model: type[BaseModel]) -> dict[str, Any]:
