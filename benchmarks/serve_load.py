@@ -1,13 +1,17 @@
-"""Load test of ``ge2e serve`` on loopback: verify requests/s and p50/p99 latency.
+"""Load test of ``ge2e serve`` on loopback: verify requests for a fixed duration, per client count.
 
-Starts its own server on 127.0.0.1 (a temporary database and API key), enrolls one speaker, then sends a bounded
-number of verify requests from ``--concurrency`` client threads. Nothing leaves the machine.
+Starts its own server on 127.0.0.1 (a temporary database and API key), enrolls one speaker, then for each
+``--concurrency`` value runs that many client threads sending verify requests for ``--duration`` seconds. Nothing
+leaves the machine. Clients honour ``Retry-After`` on 429 and 503 (they wait before the next try), a transport
+error is counted and the client reconnects. Reported per row: successful verifies per second, the answers by class
+(2xx, 429, 503, other errors, transport errors), p50/p95/p99 latency of the 2xx with their sample count, and the
+server's resident memory before and after.
 
-    python benchmarks/serve_load.py --preset small --requests 200 --concurrency 4
-    python benchmarks/serve_load.py --model exp/run/best.pt --workers 2 --queue 8
+    python benchmarks/serve_load.py --preset small --duration 30 --concurrency 1,4,16
+    python benchmarks/serve_load.py --model exp/run/best.pt --workers 2 --queue 8 --json out.json
 
 ``--preset`` builds a random encoder of that architecture (speed does not depend on the weights); ``--model``
-serves a checkpoint; neither serves the bundled model. Audio: a LibriSpeech test-other clip from $GE2E_DATA.
+serves a checkpoint. Audio: a LibriSpeech test-other clip from $GE2E_DATA.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -31,7 +36,10 @@ import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP = "LibriSpeech/test-other/1688/142285/1688-142285-0002.flac"  # 2.8 s of read speech
-MAX_REQUESTS = 10_000  # the script is a bounded load test, not a stress tool
+MAX_DURATION_S = 600  # a bounded load test, not a stress tool
+MAX_CLIENTS = 64
+KINDS = ("2xx", "429", "503", "other", "transport")
+COLUMNS = ("clients", "ok/s", *KINDS, "p50 ms", "p95 ms", "p99 ms", "n", "RSS MiB before/after")
 
 
 def parse_args() -> argparse.Namespace:
@@ -40,16 +48,18 @@ def parse_args() -> argparse.Namespace:
     src.add_argument("--model", help="checkpoint to serve")
     src.add_argument("--preset", default="small", choices=("small", "paper"), help="random encoder (default small)")
     p.add_argument("--audio", type=Path, help=f"probe audio (default $GE2E_DATA/{CLIP})")
-    p.add_argument("--requests", type=int, default=200, help="verify requests to time (default 200)")
-    p.add_argument("--warmup", type=int, default=5, help="untimed requests first (default 5)")
-    p.add_argument("--concurrency", type=int, default=4, help="client threads (default 4)")
+    p.add_argument("--duration", type=float, default=30, help="seconds of load per row (default 30)")
+    p.add_argument("--warmup", type=float, default=3, help="untimed seconds of one client first (default 3)")
+    p.add_argument("--concurrency", default="4", help="client threads, or a comma-separated list (default 4)")
     p.add_argument("--workers", type=int, default=1, help="server inference threads (default 1)")
     p.add_argument("--queue", type=int, default=8, help="server queue (default 8)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per inference (default 1)")
+    p.add_argument("--rate-limit", type=int, default=0, help="server's per-key requests/minute (default 0: off)")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
-    if not 1 <= args.requests <= MAX_REQUESTS or not 1 <= args.concurrency <= 64:
-        p.error(f"--requests must be in 1..{MAX_REQUESTS} and --concurrency in 1..64")
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    if not 0 < args.duration <= MAX_DURATION_S or not all(1 <= c <= MAX_CLIENTS for c in args.concurrency):
+        p.error(f"--duration must be in (0, {MAX_DURATION_S}] and each --concurrency in 1..{MAX_CLIENTS}")
     return args
 
 
@@ -75,7 +85,8 @@ def start_server(args: argparse.Namespace, tmp: Path, key: str) -> tuple[subproc
     port = free_port()
     cmd = [sys.executable, "-m", "ge2e", "serve", "--host", "127.0.0.1", "--port", str(port), "--db",
            str(tmp / "db.sqlite"), "--model", model, "--threshold", "0.5", "--workers", str(args.workers),
-           "--queue", str(args.queue), "--threads", str(args.threads), "--log-level", "warning"]  # fmt: skip
+           "--queue", str(args.queue), "--threads", str(args.threads), "--rate-limit", str(args.rate_limit),
+           "--log-level", "warning"]  # fmt: skip
     log = open(tmp / "server.log", "wb")  # noqa: SIM115 - the server writes to it until it is stopped
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "GE2E_API_KEYS": key})
     url = f"http://127.0.0.1:{port}"
@@ -90,31 +101,106 @@ def start_server(args: argparse.Namespace, tmp: Path, key: str) -> tuple[subproc
     sys.exit(f"server did not start:\n{(tmp / 'server.log').read_text()[-2000:]}")
 
 
-def run_load(url: str, key: str, audio: bytes, n: int, concurrency: int) -> tuple[list[float], dict[int, int], float]:
-    """``n`` verify requests over ``concurrency`` threads -> (latencies of 200s in s, status counts, wall s)."""
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    lock = threading.Lock()
-    counter = iter(range(n))
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process (Linux /proc; NaN elsewhere)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+@dataclass
+class Tally:
+    """What the clients saw in one row: 2xx latencies (s) and answers by class."""
+
+    ok_latencies: list[float] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    waited_s: float = 0.0  # time clients spent honouring Retry-After
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, kind: str, latency: float | None = None) -> None:
+        with self.lock:
+            self.counts[kind] += 1
+            if latency is not None:
+                self.ok_latencies.append(latency)
+
+
+def _classify(status: int) -> str:
+    if 200 <= status < 300:
+        return "2xx"
+    return str(status) if status in (429, 503) else "other"
+
+
+def run_load(url: str, key: str, audio: bytes, duration: float, concurrency: int) -> tuple[Tally, float]:
+    """``concurrency`` client threads sending verify requests until ``duration`` s have passed."""
+    tally = Tally()
+    end = time.monotonic() + duration
 
     def client() -> None:
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as c:
-            for _ in counter:  # shared iterator: n requests in all
-                start = time.perf_counter()
-                status = c.post("/v1/speakers/bench/verify", content=audio).status_code
-                elapsed = time.perf_counter() - start
-                with lock:
-                    statuses[status] = statuses.get(status, 0) + 1
-                    if status == 200:
-                        latencies.append(elapsed)
+        while time.monotonic() < end:  # a transport error costs the connection, never the client
+            with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
+                while (now := time.monotonic()) < end:
+                    try:
+                        r = c.post("/v1/speakers/bench/verify", content=audio)
+                    except httpx.TransportError:
+                        tally.add("transport")
+                        break
+                    kind = _classify(r.status_code)
+                    tally.add(kind, time.monotonic() - now if kind == "2xx" else None)
+                    if kind in ("429", "503"):
+                        wait = min(float(r.headers.get("retry-after", 1)), max(0.0, end - time.monotonic()))
+                        with tally.lock:
+                            tally.waited_s += wait
+                        time.sleep(wait)
 
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
-    start = time.perf_counter()
+    start = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return latencies, statuses, time.perf_counter() - start
+    return tally, time.monotonic() - start
+
+
+def summarise(tally: Tally, wall: float, concurrency: int, rss: tuple[float, float]) -> dict:
+    ms = np.array(tally.ok_latencies) * 1000
+
+    def pct(q: float) -> float | None:
+        return round(float(np.percentile(ms, q)), 1) if len(ms) else None
+
+    return {
+        "clients": concurrency,
+        "seconds": round(wall, 1),
+        "ok_per_s": round(tally.counts["2xx"] / wall, 2),
+        **tally.counts,
+        "retry_after_waited_s": round(tally.waited_s, 1),
+        "n_latency": len(ms),
+        "p50_ms": pct(50),
+        "p95_ms": pct(95),
+        "p99_ms": pct(99),
+        "rss_before_mib": round(rss[0], 1),
+        "rss_after_mib": round(rss[1], 1),
+    }
+
+
+def print_table(rows: list[dict], args: argparse.Namespace, load: tuple[float, float]) -> None:
+    print(
+        f"\nverify, {args.duration:g} s per row, server --workers {args.workers} --queue {args.queue} "
+        f"--threads {args.threads}; model {args.model or 'random ' + args.preset}; "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+        f"1-min load average {load[0]:.2f} before, {load[1]:.2f} after\n"
+    )
+    print("| " + " | ".join(COLUMNS) + " |")
+    print("|" + "---|" * len(COLUMNS))
+    for r in rows:
+        print(
+            f"| {r['clients']} | {r['ok_per_s']} | {r['2xx']} | {r['429']} | {r['503']} | {r['other']} | "
+            f"{r['transport']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['n_latency']} | "
+            f"{r['rss_before_mib']} / {r['rss_after_mib']} |"
+        )
 
 
 def main() -> None:
@@ -125,6 +211,8 @@ def main() -> None:
         sys.exit(f"{audio_path}: probe audio not found (set GE2E_DATA or pass --audio)")
     audio = audio_path.read_bytes()
     key = secrets.token_urlsafe(24)
+    rows = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = start_server(args, Path(tmp), key)
         try:
@@ -132,34 +220,19 @@ def main() -> None:
                 c.post("/v1/speakers", json={"id": "bench", "name": "bench"}).raise_for_status()
                 c.post("/v1/speakers/bench/enrollments", content=audio).raise_for_status()
             run_load(url, key, audio, args.warmup, 1)
-            latencies, statuses, wall = run_load(url, key, audio, args.requests, args.concurrency)
+            for concurrency in args.concurrency:
+                before = rss_mib(proc.pid)
+                tally, wall = run_load(url, key, audio, args.duration, concurrency)
+                rows.append(summarise(tally, wall, concurrency, (before, rss_mib(proc.pid))))
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-    ms = np.array(latencies) * 1000
-    result = {
-        "model": args.model or f"random {args.preset}",
-        "audio_seconds": round(float(sf.info(audio_path).duration), 3),
-        "requests": args.requests,
-        "concurrency": args.concurrency,
-        "workers": args.workers,
-        "queue": args.queue,
-        "torch_threads": args.threads,
-        "statuses": {str(k): v for k, v in sorted(statuses.items())},
-        "requests_per_s": round(args.requests / wall, 2),
-        "ok_per_s": round(len(latencies) / wall, 2),
-        "p50_ms": round(float(np.percentile(ms, 50)), 1) if len(ms) else None,
-        "p99_ms": round(float(np.percentile(ms, 99)), 1) if len(ms) else None,
-        "cpu": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "load_avg_1min": round(os.getloadavg()[0], 2),
-    }
-    print(
-        f"verify x{args.requests}, {args.concurrency} clients, {args.workers} worker(s): "
-        f"{result['requests_per_s']} req/s ({result['ok_per_s']} ok/s), p50 {result['p50_ms']} ms, "
-        f"p99 {result['p99_ms']} ms, statuses {result['statuses']} (load avg {result['load_avg_1min']})"
-    )
+    load = (load_before, os.getloadavg()[0])
+    print_table(rows, args, load)
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        meta = {"model": args.model or f"random {args.preset}", "audio_seconds": round(sf.info(audio_path).duration, 3)}
+        meta |= {"workers": args.workers, "queue": args.queue, "torch_threads": args.threads, "load_avg_1min": load}
+        args.json.write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
