@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 import ge2e
-from ge2e import api
+from ge2e import api, pretrained
 from ge2e.config import AudioConfig, ModelConfig
 from ge2e.errors import AudioError, CheckpointError, Ge2eError
 from ge2e.model import SpeakerEncoder
@@ -72,7 +72,7 @@ def test_load_model_errors_are_one_line(tmp_path: Path) -> None:
 
 
 def test_bundled_model_missing_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(api, "bundled_model_path", lambda: tmp_path / "ge2e_small.pt")
+    monkeypatch.setattr(pretrained, "bundled_model_path", lambda: tmp_path / "ge2e_small.pt")
     with pytest.raises(CheckpointError, match="bundled model file is missing"):
         api.load_model()
 

@@ -6,7 +6,7 @@ import torch
 
 from ge2e.config import AudioConfig, InferenceConfig, ModelConfig
 from ge2e.errors import CheckpointError
-from ge2e.inference import embed_files, embed_mels, utterance_embedding, window_starts, windows
+from ge2e.inference import embed_files, embed_mels, normalize_average, window_starts, windows
 from ge2e.model import SpeakerEncoder, preset
 
 TINY = ModelConfig(hidden_size=16, proj_size=8, num_layers=2)
@@ -75,15 +75,15 @@ def test_windows_cover_everything_and_short_utterance_is_one_window():
     assert windows(mel[:50]).shape == (1, 50, 40)
 
 
-def test_utterance_embedding_averages_normalised_windows():
+def test_normalize_average_normalises_before_and_after_averaging():
     e = torch.tensor([[3.0, 0.0], [0.0, 1.0]])
-    torch.testing.assert_close(utterance_embedding(e), torch.tensor([1.0, 1.0]) / 2**0.5)
+    torch.testing.assert_close(normalize_average(e), torch.tensor([1.0, 1.0]) / 2**0.5)
 
 
 def test_embed_mel_matches_manual_windowing():
     model = SpeakerEncoder(TINY, inference=InferenceConfig())
     mel = np.random.default_rng(0).standard_normal((300, 40)).astype(np.float32)
-    manual = utterance_embedding(model.embed_frames(windows(torch.from_numpy(mel)))).numpy()
+    manual = normalize_average(model.embed_frames(windows(torch.from_numpy(mel)))).numpy()
     np.testing.assert_allclose(model.embed_mel(mel), manual, rtol=1e-5, atol=1e-6)
     assert model.embed_mel(mel[:40]).shape == (8,)
 

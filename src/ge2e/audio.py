@@ -7,10 +7,15 @@ names the file (arrays are named ``<array>``), so a data-preparation run can log
 from __future__ import annotations
 
 import functools
+import io
 import logging
+import shutil
+import subprocess
+import tempfile
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +44,10 @@ SILENCE_DBFS = -80.0  # peak level under which a recording is silent (16-bit dit
 LOG_FLOOR = 1e-6  # added to mel energies before the log, so silent frames stay finite
 VAD_SAMPLE_RATES = (8_000, 16_000)  # the rates silero-vad accepts
 VAD_MIN_REGION_MS = 100  # shorter speech regions are dropped; silero's 250 ms default loses 1 s keyword clips
+# containers libsndfile cannot open; they go through ffmpeg (VoxCeleb2 is m4a/AAC)
+FFMPEG_EXTENSIONS = frozenset({".m4a", ".aac", ".mp4", ".m4b", ".3gp", ".amr", ".wma", ".webm", ".mka", ".mkv"})
+
+Source = str | Path | bytes | np.ndarray | tuple[np.ndarray, int]
 
 
 # ---------------------------------------------------------------------------------------------------- loading
@@ -74,27 +83,70 @@ def _to_mono(data: np.ndarray, name: str) -> np.ndarray:
     return data.mean(axis=1 if frames_first else 0, dtype=np.float32)
 
 
-def _read_file(path: Path) -> tuple[np.ndarray, int]:
-    """Decode with soundfile -> ((L, C) float32, sample rate in Hz); every failure becomes an AudioError."""
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _read_soundfile(data: str | Path | io.BytesIO, name: str) -> tuple[np.ndarray, int]:
+    """Decode with soundfile -> ((L, C) float32, sample rate in Hz); every failure becomes an AudioDecodeError."""
+    try:
+        frames, sr = sf.read(data, dtype="float32", always_2d=True)
+    except Exception as exc:  # libsndfile and its codecs raise several types; all mean "cannot decode"
+        raise AudioDecodeError(name, f"cannot decode audio ({_first_line(exc)})") from exc
+    return frames, int(sr)
+
+
+def _read_ffmpeg(path: Path, name: str, sr: int) -> tuple[np.ndarray, int]:
+    """Decode any container ffmpeg reads (m4a/AAC, ...) -> ((L, 1) float32 mono at ``sr``, ``sr``)."""
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        raise AudioDecodeError(
+            name, f"{path.suffix or 'this'} audio needs ffmpeg, which is not installed (e.g. apt-get install ffmpeg)"
+        )
+    cmd = [exe, "-nostdin", "-v", "error", "-i", str(path), "-ac", "1", "-ar", str(sr), "-f", "f32le", "-"]
+    proc = subprocess.run(cmd, capture_output=True, check=False)
+    if proc.returncode != 0:
+        reason = (proc.stderr.decode(errors="replace").strip().splitlines() or ["ffmpeg failed"])[-1]
+        raise AudioDecodeError(name, f"cannot decode audio ({reason})")
+    return np.frombuffer(proc.stdout, dtype="<f4").reshape(-1, 1), sr
+
+
+def _decode_bytes(data: bytes, name: str, sr: int) -> tuple[np.ndarray, int]:
+    """Bytes of an audio file: soundfile first; what it cannot read goes to ffmpeg through a temporary file (mp4
+    containers keep their index at the end, so ffmpeg cannot read them from a pipe)."""
+    try:
+        return _read_soundfile(io.BytesIO(data), name)
+    except AudioDecodeError:
+        if shutil.which("ffmpeg") is None:
+            raise
+    with tempfile.NamedTemporaryFile(suffix=".audio") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        return _read_ffmpeg(Path(tmp.name), name, sr)
+
+
+def _read_file(path: Path, sr: int) -> tuple[np.ndarray, int]:
+    """Decode a file -> ((L, C) float32, sample rate in Hz): soundfile, or ffmpeg for the containers it lacks."""
     if not path.exists():
         raise AudioFileMissing(path, "file not found")
     if path.is_dir():
         raise AudioDecodeError(path, "is a directory, not an audio file")
-    try:
-        data, sr = sf.read(path, dtype="float32", always_2d=True)
-    except Exception as exc:  # libsndfile and its codecs raise several types; all mean "cannot decode"
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise AudioDecodeError(path, f"cannot decode audio ({first_line})") from exc
-    return data, int(sr)
+    if path.suffix.lower() in FFMPEG_EXTENSIONS:
+        return _read_ffmpeg(path, str(path), sr)
+    return _read_soundfile(path, str(path))
 
 
-def load_audio(source: str | Path | np.ndarray, sr: int | None = None, target_sr: int = 16_000) -> np.ndarray:
-    """Read a file (anything soundfile decodes: wav, flac, ogg/vorbis, opus, mp3) or an array.
+def load_audio(source: Source, sr: int | None = None, target_sr: int = 16_000) -> np.ndarray:
+    """Decode one input: a file, the bytes of a file, an array, or an ``(array, sample_rate)`` tuple.
+
+    Files and bytes: wav, flac, ogg/vorbis, opus and mp3 through libsndfile; m4a/AAC and other containers
+    (:data:`FFMPEG_EXTENSIONS`, or bytes libsndfile cannot read) through ffmpeg, with a one-line error saying
+    so when ffmpeg is not installed.
 
     Args:
-        source: a path, or samples as a (L,), (L, C) or (C, L) array (layout rule: see :func:`_to_mono`);
-            integer PCM is scaled to [-1, 1), floats are taken as already in [-1, 1].
-        sr: sample rate of ``source`` in Hz; required for arrays, ignored for files (the header says it).
+        source: a path, file bytes, or samples as a (L,), (L, C) or (C, L) array (layout rule: see
+            :func:`_to_mono`); integer PCM is scaled to [-1, 1), floats are taken as already in [-1, 1].
+        sr: sample rate of a bare array in Hz (required there); ignored for files (the header says it).
         target_sr: output sample rate in Hz.
 
     Returns:
@@ -106,6 +158,8 @@ def load_audio(source: str | Path | np.ndarray, sr: int | None = None, target_sr
     """
     if target_sr < MIN_SAMPLE_RATE:
         raise ValueError(f"target_sr must be >= {MIN_SAMPLE_RATE} Hz, got {target_sr}")
+    if is_array_item(source):
+        source, sr = source[0], int(source[1])  # type: ignore[index]
     if isinstance(source, np.ndarray):
         name = ARRAY_NAME
         if sr is None:
@@ -113,14 +167,19 @@ def load_audio(source: str | Path | np.ndarray, sr: int | None = None, target_sr
         if source.size == 0:
             raise EmptyAudio(name, "no samples")
         wav = _to_mono(_to_float_samples(source, name), name)
-    elif isinstance(source, str | Path):
-        name = str(source)
-        frames, sr = _read_file(Path(source))
+    elif isinstance(source, str | Path | bytes):
+        name = input_name(source)
+        if isinstance(source, bytes):
+            frames, sr = _decode_bytes(source, name, target_sr)
+        else:
+            frames, sr = _read_file(Path(source), target_sr)
         if frames.size == 0:
             raise EmptyAudio(name, "no samples")
-        wav = frames.mean(axis=1, dtype=np.float32)  # soundfile's layout is always (L, C)
+        wav = frames.mean(axis=1, dtype=np.float32)  # decoded layout is always (L, C)
     else:
-        raise TypeError(f"source must be a path or a numpy array, got {type(source).__name__}")
+        raise TypeError(
+            f"audio must be a path, bytes, an array or an (array, sr) tuple, got {type(source).__name__}"
+        )
     if sr < MIN_SAMPLE_RATE:
         raise AudioError(name, f"unsupported sample rate {sr} Hz (need >= {MIN_SAMPLE_RATE} Hz)")
     if not np.isfinite(wav).all():
@@ -169,19 +228,82 @@ def normalize_volume(wav: np.ndarray, method: str = "loudness", target_dbfs: flo
 _vad_lock = threading.Lock()
 
 
-@functools.cache
-def _silero() -> tuple[Any, Callable[..., list[dict[str, int]]]]:
-    """(model, get_speech_timestamps) of silero-vad: the JIT model in its wheel (no network), loaded once."""
-    # importing silero_vad calls torch.set_num_threads(1) as a side effect; undo it so that training and
-    # inference in the same process keep their thread count
-    threads = torch.get_num_threads()
-    from silero_vad import get_speech_timestamps, load_silero_vad
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
-    torch.set_num_threads(threads)
-    logger.debug("loading silero-vad")
+
+@functools.cache
+def _silero_module() -> Any:
+    # importing silero_vad calls torch.set_num_threads(1) as a side effect; undo it so that training and
+    # inference in the same process keep their thread count (the VAD sets its own, below)
+    with _torch_threads(torch.get_num_threads()):
+        import silero_vad
+    return silero_vad
+
+
+@functools.cache
+def _silero_sequence() -> Any | None:
+    """silero's "sequence" ONNX model (one onnxruntime call per 512 frames, single-threaded), or None without
+    onnxruntime. It gives the streaming model's probabilities bit for bit, ~6x faster than one call per frame."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return None
+    return _load_silero(sequence=True)
+
+
+@functools.cache
+def _silero_jit() -> Any:
+    """silero-vad's TorchScript streaming model (one call per 32 ms frame), for 8 kHz or without onnxruntime."""
+    return _load_silero(onnx=False)
+
+
+def _load_silero(**kwargs: Any) -> Any:
+    logger.debug("loading silero-vad %s", kwargs)
     with warnings.catch_warnings():  # its loader uses deprecated importlib and torch.jit calls; not ours to fix
         warnings.simplefilter("ignore", DeprecationWarning)
-        return load_silero_vad(onnx=False), get_speech_timestamps
+        return _silero_module().load_silero_vad(**kwargs)
+
+
+def _speech_probabilities(wav: np.ndarray, sr: int) -> list[float]:
+    """silero's speech probability of every 32 ms frame of (L,) samples at 8 or 16 kHz."""
+    sequence = _silero_sequence() if sr == 16_000 else None
+    if sequence is not None:
+        return sequence.audio_forward(wav, sampling_rate=sr).tolist()
+    chunk = 512 if sr == 16_000 else 256
+    padded = np.zeros(-(-len(wav) // chunk) * chunk, dtype=np.float32)
+    padded[: len(wav)] = wav
+    frames = torch.from_numpy(padded).reshape(-1, chunk)
+    # one call per 32 ms frame: with more than one thread each tiny call pays thread wake-ups (measured up to
+    # 40x slower on a busy 2-core machine), which is why silero sets one thread on import
+    with _vad_lock, torch.no_grad(), _torch_threads(1):
+        model = _silero_jit()
+        model.reset_states()
+        return [model(frame, sr).item() for frame in frames]
+
+
+def speech_regions(wav: np.ndarray, sr: int, threshold: float = 0.5) -> list[tuple[int, int]]:
+    """(start, end) sample ranges silero-vad calls speech in (L,) samples at 8 or 16 kHz, without padding.
+
+    Regions are what silero's ``get_speech_timestamps`` returns (its hysteresis, regions under
+    ``VAD_MIN_REGION_MS`` dropped); the probabilities come from its sequence ONNX model where onnxruntime is
+    installed (16 kHz), else from its TorchScript model.
+    """
+    stamps = _silero_module().utils_vad.get_speech_timestamps_from_probs(
+        _speech_probabilities(np.ascontiguousarray(wav, dtype=np.float32), sr),
+        sampling_rate=sr,
+        threshold=threshold,
+        min_speech_duration_ms=VAD_MIN_REGION_MS,
+        speech_pad_ms=0,  # padding is applied by speech_mask, in the caller's sample rate
+        audio_length_samples=len(wav),
+    )
+    return [(stamp["start"], stamp["end"]) for stamp in stamps]
 
 
 def speech_mask(wav: np.ndarray, sr: int, threshold: float = 0.5, pad_ms: float = 60.0) -> np.ndarray:
@@ -195,23 +317,11 @@ def speech_mask(wav: np.ndarray, sr: int, threshold: float = 0.5, pad_ms: float 
     """
     vad_sr = sr if sr in VAD_SAMPLE_RATES else 16_000
     vad_wav = wav if vad_sr == sr else soxr.resample(wav, sr, vad_sr, quality="HQ")
-    with _vad_lock, torch.no_grad():
-        # the model keeps recurrent state between chunks, so one process-wide model serves one call at a time
-        model, get_speech_timestamps = _silero()
-        stamps = get_speech_timestamps(
-            torch.from_numpy(np.ascontiguousarray(vad_wav, dtype=np.float32)),
-            model,
-            threshold=threshold,
-            sampling_rate=vad_sr,
-            min_speech_duration_ms=VAD_MIN_REGION_MS,
-            speech_pad_ms=0,  # padding is applied below, in the caller's sample rate
-        )
     scale = sr / vad_sr
     pad = round(pad_ms * sr / 1000)
     mask = np.zeros(len(wav), dtype=bool)
-    for stamp in stamps:
-        start = max(0, round(stamp["start"] * scale) - pad)
-        mask[start : round(stamp["end"] * scale) + pad] = True
+    for start, end in speech_regions(vad_wav, vad_sr, threshold):
+        mask[max(0, round(start * scale) - pad) : round(end * scale) + pad] = True
     return mask
 
 
@@ -223,10 +333,13 @@ def trim_silence(
     Raises:
         NoSpeechError: silero-vad found no speech; the message names ``name``.
     """
-    mask = speech_mask(wav, sr, threshold, pad_ms)
+    return wav[_require_speech(speech_mask(wav, sr, threshold, pad_ms), name, threshold)]
+
+
+def _require_speech(mask: np.ndarray, name: str, threshold: float) -> np.ndarray:
     if not mask.any():
         raise NoSpeechError(name, f"no speech found by VAD (threshold {threshold})")
-    return wav[mask]
+    return mask
 
 
 # -------------------------------------------------------------------------------------------------- log-mel
@@ -305,14 +418,26 @@ def log_mel(wav: torch.Tensor, cfg: AudioConfig = AudioConfig()) -> torch.Tensor
 # ---------------------------------------------------------------------------------------------- front end
 
 
-def input_name(source: str | Path | np.ndarray, name: str | None = None) -> str:
-    """How errors name an input: ``name`` if given, else the path, or ``<array>``."""
+def is_array_item(item: Any) -> bool:
+    """Whether ``item`` is a ``(samples, sample_rate)`` tuple."""
+    return (
+        isinstance(item, tuple)
+        and len(item) == 2
+        and isinstance(item[0], np.ndarray)
+        and isinstance(item[1], int | np.integer)
+    )
+
+
+def input_name(source: Source, name: str | None = None) -> str:
+    """How errors name an input: ``name`` if given, else the path, ``<bytes>`` or ``<array>``."""
     if name is not None:
         return name
-    return ARRAY_NAME if isinstance(source, np.ndarray) else str(source)
+    if isinstance(source, bytes):
+        return "<bytes>"
+    return str(source) if isinstance(source, str | Path) else ARRAY_NAME
 
 
-def load_normalized(source: str | Path | np.ndarray, sr: int | None, cfg: AudioConfig, name: str) -> np.ndarray:
+def load_normalized(source: Source, sr: int | None, cfg: AudioConfig, name: str) -> np.ndarray:
     """Load (mono, ``cfg.sample_rate``), reject silence, normalise the volume -> float32 ``(L,)``.
 
     Raises:
@@ -329,29 +454,47 @@ def load_normalized(source: str | Path | np.ndarray, sr: int | None, cfg: AudioC
     return normalize_volume(wav, cfg.normalization, cfg.target_dbfs)
 
 
+def load_speech(
+    source: Source, sr: int | None = None, cfg: AudioConfig = AudioConfig(), name: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`load_normalized` samples ``(L,)`` and the boolean ``(L,)`` mask of their speech (VAD, padded by
+    ``cfg.vad_pad_ms``; all True when ``cfg.vad`` is off). The one place the front end decides what is speech:
+    :func:`preprocess` keeps the masked samples, diarization the frames whose centre is masked.
+
+    Raises:
+        AudioError subclasses named ``name`` (default: see :func:`input_name`); NoSpeechError when silent or
+        when the VAD finds no speech.
+    """
+    name = input_name(source, name)
+    wav = load_normalized(source, sr, cfg, name)
+    if not cfg.vad:
+        return wav, np.ones(len(wav), dtype=bool)
+    mask = speech_mask(wav, cfg.sample_rate, cfg.vad_threshold, cfg.vad_pad_ms)
+    return wav, _require_speech(mask, name, cfg.vad_threshold)
+
+
 def preprocess(
-    source: str | Path | np.ndarray,
+    source: Source,
     sr: int | None = None,
     cfg: AudioConfig = AudioConfig(),
     name: str | None = None,
 ) -> np.ndarray:
     """The whole front end for one utterance -> (T, n_mels) float32 log-mel features.
 
-    load (mono, ``cfg.sample_rate``) -> silence check -> volume normalisation -> VAD trim (if ``cfg.vad``)
-    -> minimum duration (``cfg.min_speech_ms``) -> :func:`log_mel` -> subtract the per-utterance mean over
-    time (if ``cfg.mean_normalize``).
+    :func:`load_speech` (decode to mono ``cfg.sample_rate``, silence check, volume normalisation, VAD) -> the
+    speech samples -> minimum duration (``cfg.min_speech_ms``) -> :func:`log_mel` -> subtract the per-utterance
+    mean over time (if ``cfg.mean_normalize``).
 
     Args:
-        source, sr: as for :func:`load_audio`.
+        source, sr: as for :func:`load_audio` (a path, file bytes, an array with ``sr``, or ``(array, sr)``).
         name: how errors name the input (default: the path, or ``<array>``).
 
     Raises:
         AudioError subclasses; NoSpeechError for silent audio or no speech, AudioTooShort under the minimum.
     """
     name = input_name(source, name)
-    wav = load_normalized(source, sr, cfg, name)
-    if cfg.vad:
-        wav = trim_silence(wav, cfg.sample_rate, cfg.vad_threshold, cfg.vad_pad_ms, name)
+    wav, mask = load_speech(source, sr, cfg, name)
+    wav = wav[mask]
     min_samples = max(round(cfg.min_speech_ms * cfg.sample_rate / 1000), cfg.win_length)
     if len(wav) < min_samples:
         what = "speech" if cfg.vad else "audio"

@@ -16,7 +16,6 @@ the evaluation goes on with the others.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -33,9 +32,9 @@ from ge2e.data.cache import FeatureCache
 from ge2e.data.readers import Utterance
 from ge2e.errors import Ge2eError
 from ge2e.files import atomic_write
-from ge2e.inference import average_embeddings, embed_files, embed_mels
+from ge2e.inference import Encoder, average_embeddings, embed_files, embed_mels
+from ge2e.inference import model_fingerprint as model_fingerprint  # the stores' key; recipes import it from here
 from ge2e.metrics import det_curve, eer, min_dcf
-from ge2e.model import SpeakerEncoder
 from ge2e.scoring import as_norm, cosine_scores, read_trials, s_norm
 
 logger = logging.getLogger(__name__)
@@ -57,23 +56,13 @@ class EvalTrial:
 # ------------------------------------------------------------------------------------------------ embeddings
 
 
-def model_fingerprint(model: SpeakerEncoder) -> str:
-    """SHA-1 of the weights and front-end/inference settings: embeddings stored under it match this model."""
-    digest = hashlib.sha1()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    digest.update(repr((model.audio, model.inference)).encode())
-    return digest.hexdigest()
-
-
 class EmbeddingStore:
     """Path -> ``(D,)`` float32 d-vector, optionally persisted as an ``.npz`` tied to one model fingerprint.
 
     Args:
         path: the ``.npz`` file, or None for an in-memory store. A file made by another model (or unreadable)
             is ignored with a warning and overwritten by :meth:`save`.
-        fingerprint: :func:`model_fingerprint` of the model whose d-vectors are stored.
+        fingerprint: :func:`ge2e.inference.model_fingerprint` of the model whose d-vectors are stored.
     """
 
     def __init__(self, path: str | Path | None, fingerprint: str) -> None:
@@ -120,7 +109,7 @@ class FeatureLookup:
     front end other than the model's, since its features would not match what the model expects.
     """
 
-    def __init__(self, caches: Sequence[FeatureCache], model: SpeakerEncoder) -> None:
+    def __init__(self, caches: Sequence[FeatureCache], model: Encoder) -> None:
         self.where: dict[str, tuple[FeatureCache, int]] = {}
         for cache in caches:
             if cache.audio_config != model.audio:
@@ -138,7 +127,7 @@ class FeatureLookup:
 
 
 def embed_paths(
-    model: SpeakerEncoder,
+    model: Encoder,
     paths: Iterable[str],
     store: EmbeddingStore,
     features: FeatureLookup | None = None,
@@ -247,7 +236,7 @@ def score_trials(trials: Sequence[EvalTrial], store: EmbeddingStore) -> Scored:
 
 
 def cohort_embeddings(
-    model: SpeakerEncoder, cache_dir: str | Path, splits: Sequence[str], store: EmbeddingStore, per_speaker: int = 10
+    model: Encoder, cache_dir: str | Path, splits: Sequence[str], store: EmbeddingStore, per_speaker: int = 10
 ) -> np.ndarray:
     """Impostor cohort for S-norm/AS-norm: one speaker model per training speaker -> ``(C, D)``.
 
@@ -286,7 +275,7 @@ class EvalOptions:
 
 
 def evaluate(
-    model: SpeakerEncoder,
+    model: Encoder,
     trials: Sequence[EvalTrial],
     store: EmbeddingStore,
     options: EvalOptions | None = None,

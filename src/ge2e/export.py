@@ -3,13 +3,13 @@
 Every exported file maps ``(B, T, n_mels)`` log-mel frames (B and T dynamic) to ``(B, D)`` L2-normalised
 d-vectors, exactly like :meth:`ge2e.model.SpeakerEncoder.forward`, and carries the model, audio and inference
 configs as JSON metadata (ONNX ``metadata_props`` / a TorchScript extra file), so the loaded encoder runs the
-same front end and sliding windows. :func:`load_exported` returns an object that
-:func:`ge2e.inference.embed_files` and :func:`ge2e.inference.embed_mels` accept in place of a
-:class:`SpeakerEncoder`::
+same front end and sliding windows, and the model's calibration record, so the decisions keep their threshold.
+:func:`load_exported` returns an :class:`ge2e.inference.Encoder` like :class:`SpeakerEncoder`; load it with
+:func:`ge2e.load_model` (or ``--model x.onnx`` on any command)::
 
     ge2e export --format onnx model.pt model.onnx
-    enc = load_exported("model.onnx")           # needs onnxruntime: pip install 'ge2e[export]'
-    embed_files(enc, paths).embeddings          # (U, D) float32
+    enc = ge2e.load_model("model.onnx")         # needs onnxruntime: pip install 'ge2e[export]'
+    enc.embed_files(paths).embeddings           # (U, D) float32
 
 LSTMs with a projection (the paper preset) are neither exportable to ONNX nor quantisable by PyTorch; they are
 first folded into an equivalent LSTM without projection (:func:`fold_projection`).
@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +36,7 @@ from torch import nn
 from ge2e.config import AudioConfig, InferenceConfig, ModelConfig
 from ge2e.errors import CheckpointError, Ge2eError
 from ge2e.files import atomic_write_path
+from ge2e.inference import EmbedMethods
 from ge2e.model import SpeakerEncoder
 
 Format = Literal["onnx", "torchscript"]
@@ -49,11 +49,11 @@ INPUT_NAME, OUTPUT_NAME = "frames", "embeddings"
 PARITY_COSINE = 0.9999  # an exported float32 encoder must reproduce PyTorch's d-vectors at least this closely
 
 
-class InferenceEncoder(nn.Module):
+class InferenceEncoder(nn.Module, EmbedMethods):
     """The inference-only form of a :class:`SpeakerEncoder`: LSTM, optional linear head, L2 normalisation.
 
-    It has the attributes :func:`ge2e.inference.embed_mels` reads (``audio``, ``inference``,
-    ``embedding_size``), so folded, quantised or traced encoders run through the usual inference path.
+    It is a :class:`ge2e.inference.Encoder`, so folded, quantised or traced encoders run through the usual
+    inference path.
 
     Args:
         lstm: batch-first LSTM, with or without projection.
@@ -72,7 +72,9 @@ class InferenceEncoder(nn.Module):
         super().__init__()
         self.lstm, self.head = lstm, head
         self.config, self.audio, self.inference = config, audio, inference
-        # embed_mels finds the device from the parameters, and int8 layers keep packed weights, not parameters
+        self.calibration: dict[str, Any] | None = None
+        self.fingerprint: str | None = None
+        # int8 layers keep packed weights, not parameters, so the device is read from this empty one
         self.device_anchor = nn.Parameter(torch.empty(0), requires_grad=False)
 
     @property
@@ -159,6 +161,8 @@ def _metadata(model: SpeakerEncoder, int8: bool) -> str:
             "audio": dataclasses.asdict(model.audio),
             "inference": dataclasses.asdict(model.inference),
             "int8": int8,
+            # loading restores it, so an exported model decides with its source's threshold
+            "calibration": getattr(model, "calibration", None),
             "input": INPUT_NAME,
             "output": OUTPUT_NAME,
         }
@@ -271,11 +275,12 @@ def export(
 # ---------------------------------------------------------------------------------------------------- loading
 
 
-class ExportedEncoder(abc.ABC):
-    """An exported encoder file, duck-typed like :class:`SpeakerEncoder` for :mod:`ge2e.inference`.
+class ExportedEncoder(EmbedMethods, abc.ABC):
+    """An exported encoder file: a :class:`ge2e.inference.Encoder`, used like :class:`SpeakerEncoder`.
 
-    Attributes: ``config``, ``audio``, ``inference`` (from the file's metadata), ``embedding_size``, ``int8``,
-    ``path``. Call it on ``(B, T, n_mels)`` float32 frames to get ``(B, D)`` unit-norm d-vectors (CPU tensors).
+    Attributes: ``config``, ``audio``, ``inference``, ``embedded_calibration`` (from the file's metadata),
+    ``calibration`` and ``fingerprint`` (set by :func:`ge2e.pretrained.load_model`), ``embedding_size``,
+    ``int8``, ``path``. Call it on ``(B, T, n_mels)`` float32 frames to get ``(B, D)`` unit-norm d-vectors.
     """
 
     def __init__(self, path: Path, metadata: dict[str, Any]) -> None:
@@ -291,8 +296,14 @@ class ExportedEncoder(abc.ABC):
             self.audio = AudioConfig(**metadata["audio"])
             self.inference = InferenceConfig(**metadata["inference"])
             self.int8 = bool(metadata["int8"])
-        except (KeyError, TypeError) as exc:
+            calibration = metadata.get("calibration")
+            self.embedded_calibration = None if calibration is None else {
+                **calibration, "threshold": float(calibration["threshold"])
+            }  # fmt: skip
+        except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(path, f"invalid ge2e metadata ({_first_line(exc)})") from None
+        self.calibration = self.embedded_calibration
+        self.fingerprint: str | None = None
 
     @property
     def embedding_size(self) -> int:
@@ -301,18 +312,6 @@ class ExportedEncoder(abc.ABC):
     @property
     def device(self) -> torch.device:
         return torch.device("cpu")
-
-    def parameters(self) -> Iterator[torch.Tensor]:
-        """A single empty CPU tensor: :func:`ge2e.inference.embed_mels` reads the device from it."""
-        return iter((torch.empty(0),))
-
-    def embed_utterance(self, source: str | Path | np.ndarray, sr: int | None = None) -> np.ndarray:
-        """d-vector ``(D,)`` of an audio file or waveform (``sr`` required for arrays), as the PyTorch model."""
-        from ge2e.audio import preprocess
-        from ge2e.inference import embed_mels
-
-        mel = torch.from_numpy(preprocess(source, sr=sr, cfg=self.audio))
-        return embed_mels(self, [mel], self.inference)[0].numpy()
 
     @abc.abstractmethod
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
@@ -324,7 +323,8 @@ class OnnxEncoder(ExportedEncoder):
 
     Args:
         path: a file written by ``ge2e export --format onnx``.
-        threads: intra-op threads (default: onnxruntime's, one per core).
+        threads: intra-op threads (default: PyTorch's setting, ``torch.get_num_threads()``, so that one
+            ``--threads`` option governs every encoder).
     """
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
@@ -334,9 +334,8 @@ class OnnxEncoder(ExportedEncoder):
         except ImportError:
             raise Ge2eError("running ONNX models needs onnxruntime: pip install 'ge2e[export]'") from None
         options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable models

@@ -1,21 +1,59 @@
-"""Sliding-window inference: 160-frame windows with 50% overlap, averaged d-vectors (paper, Sec. 4)."""
+"""Audio and frames -> d-vectors, for any :class:`Encoder` (PyTorch, TorchScript or ONNX).
+
+One path: :func:`ge2e.audio.preprocess` turns audio into log-mel frames, :func:`embed_mels` turns frames into
+d-vectors (160-frame windows with 50% overlap, batched across utterances; the window d-vectors are averaged by
+:func:`normalize_average`, paper Sec. 4), and every entry point (API, CLI, service, diarization, evaluation)
+goes through them. Nothing here knows which kind of encoder it runs.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ge2e.audio import Source, is_array_item, preprocess
 from ge2e.config import AudioConfig, InferenceConfig
-from ge2e.errors import AudioError
+from ge2e.errors import AudioError, Ge2eError
 
 logger = logging.getLogger(__name__)
+
+Item = Source  # one utterance: a path, file bytes, an array (with ``sr``) or an (array, sr) tuple
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """What every speaker encoder offers: ``(B, T, n_mels)`` log-mel frames in, ``(B, D)`` unit d-vectors out.
+
+    ``audio`` is the front end the frames must come from, ``inference`` the sliding windows, ``calibration``
+    the decision-threshold record (``None`` when uncalibrated) and ``fingerprint`` an id that is equal for two
+    encoders exactly when their d-vectors are comparable (``None`` until known; see :func:`model_fingerprint`).
+    :class:`ge2e.model.SpeakerEncoder` and the exported encoders of :mod:`ge2e.export` satisfy it.
+    """
+
+    audio: AudioConfig
+    inference: InferenceConfig
+    calibration: dict[str, Any] | None
+    fingerprint: str | None
+
+    @property
+    def embedding_size(self) -> int: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor: ...
+
+
+# ----------------------------------------------------------------------------------------------------- windows
 
 
 def window_starts(num_frames: int, cfg: InferenceConfig = InferenceConfig()) -> list[int]:
@@ -42,44 +80,98 @@ def windows(mel: torch.Tensor, cfg: InferenceConfig = InferenceConfig()) -> torc
     return torch.stack([mel[s : s + size] for s in window_starts(mel.shape[0], cfg)])
 
 
+# ----------------------------------------------------------------------------------------------- averaging
+
+
+def normalize_average(vectors: torch.Tensor, groups: torch.Tensor | None = None, count: int = 1) -> torch.Tensor:
+    """Normalise, average, normalise: rows L2-normalised, averaged (per group), the average normalised again.
+
+    The paper's utterance d-vector from its window d-vectors, and its speaker model from utterance d-vectors.
+
+    Args:
+        vectors: ``(N, D)`` d-vectors.
+        groups: ``(N,)`` group index of each row in ``[0, count)``; ``None`` averages all rows into one.
+        count: number of groups.
+
+    Returns:
+        ``(D,)`` when ``groups`` is None, else ``(count, D)``.
+    """
+    rows = F.normalize(vectors, dim=-1)
+    if groups is None:
+        return F.normalize(rows.mean(dim=0), dim=0)
+    summed = torch.zeros(count, rows.shape[-1], dtype=rows.dtype).index_add_(0, groups, rows)
+    return F.normalize(summed, dim=-1)
+
+
 def average_embeddings(embeddings: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-    """``(U, D)`` d-vectors -> ``(D,)`` float32: rows L2-normalised, averaged, and the average normalised."""
-    rows = np.asarray(embeddings, dtype=np.float64)
-    rows = rows / np.maximum(np.linalg.norm(rows, axis=-1, keepdims=True), 1e-12)
-    mean = rows.mean(axis=0)
-    return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+    """``(U, D)`` d-vectors -> ``(D,)`` float32 speaker embedding (:func:`normalize_average`, in float64)."""
+    rows = torch.from_numpy(np.asarray(embeddings, dtype=np.float64))
+    return normalize_average(rows).numpy().astype(np.float32)
 
 
-def utterance_embedding(window_embeddings: torch.Tensor) -> torch.Tensor:
-    """Average L2-normalised window d-vectors and normalise again: ``(W, D) -> (D,)``."""
-    return F.normalize(F.normalize(window_embeddings, dim=-1).mean(dim=0), dim=0)
+# -------------------------------------------------------------------------------------------- frames -> d-vector
+
+
+@torch.inference_mode()
+def embed_frames(encoder: Encoder, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """``(B, T, n_mels)`` windows -> ``(B, D)`` float32 CPU d-vectors, ``inference.batch_windows`` at a time."""
+    frames = torch.as_tensor(frames, dtype=torch.float32)
+    step = encoder.inference.batch_windows
+    parts = [encoder(frames[lo : lo + step].to(encoder.device)).float().cpu() for lo in range(0, len(frames), step)]
+    return torch.cat(parts) if parts else torch.zeros(0, encoder.embedding_size)
 
 
 @torch.inference_mode()
 def embed_mels(
-    model: torch.nn.Module, mels: list[torch.Tensor], cfg: InferenceConfig = InferenceConfig()
+    encoder: Encoder, mels: Sequence[torch.Tensor | np.ndarray], cfg: InferenceConfig | None = None
 ) -> torch.Tensor:
-    """d-vectors of many utterances, batching windows across utterances: ``[(T_u, n_mels)] -> (U, D)``.
+    """d-vectors of utterances from their log-mel frames: ``[(T_u, n_mels)] -> (U, D)`` float32, unit rows.
 
-    All full-length windows share one shape, so they are stacked across utterances and run ``batch_windows``
-    at a time; the few utterances shorter than one window are run in groups of equal length.
+    Each utterance is cut into :func:`windows`; full-length windows of all utterances share one shape and are
+    run together, the few utterances shorter than one window in groups of equal length. The window d-vectors
+    of each utterance go through :func:`normalize_average`.
     """
-    device = getattr(model, "device", None) or next(model.parameters()).device
-    pieces = [windows(mel, cfg) for mel in mels]
+    cfg = cfg or encoder.inference
+    pieces = [windows(torch.as_tensor(mel, dtype=torch.float32), cfg) for mel in mels]
     owner = torch.cat([torch.full((p.shape[0],), u) for u, p in enumerate(pieces)])
+    starts = torch.tensor([0] + [p.shape[0] for p in pieces]).cumsum(0)
     by_length: dict[int, list[int]] = {}
     for u, p in enumerate(pieces):
         by_length.setdefault(p.shape[1], []).append(u)
-    dvectors = torch.empty(len(owner), model.embedding_size)
-    starts = torch.tensor([0] + [p.shape[0] for p in pieces]).cumsum(0)
+    dvectors = torch.empty(len(owner), encoder.embedding_size)
     for members in by_length.values():
         rows = torch.cat([torch.arange(starts[u], starts[u + 1]) for u in members])
-        stacked = torch.cat([pieces[u] for u in members])
-        for lo in range(0, len(rows), cfg.batch_windows):
-            batch = stacked[lo : lo + cfg.batch_windows].to(device)
-            dvectors[rows[lo : lo + cfg.batch_windows]] = model(batch).float().cpu()
-    summed = torch.zeros(len(mels), dvectors.shape[1]).index_add_(0, owner, dvectors)
-    return torch.nn.functional.normalize(summed, dim=-1)
+        dvectors[rows] = embed_frames(encoder, torch.cat([pieces[u] for u in members]))
+    return normalize_average(dvectors, owner, len(pieces))
+
+
+# --------------------------------------------------------------------------------------------- audio -> d-vector
+
+
+def as_items(items: Item | Sequence[Item]) -> list[Item]:
+    """One item or a sequence of items -> a non-empty list of items."""
+    if isinstance(items, str | Path | bytes | np.ndarray) or is_array_item(items):
+        return [items]  # type: ignore[list-item]
+    listed = list(items)  # type: ignore[arg-type]
+    if not listed:
+        raise Ge2eError("no utterances given")
+    return listed
+
+
+def embed_utterances(encoder: Encoder, items: Item | Sequence[Item], sr: int | None = None) -> np.ndarray:
+    """d-vectors of utterances (paths, bytes, arrays with ``sr``, ``(array, sr)``) -> ``(U, D)`` float32.
+
+    Raises:
+        AudioError: an item cannot be used (missing, corrupt, silent, too short); the line names it.
+    """
+    mels = [preprocess(item, sr, encoder.audio) for item in as_items(items)]
+    return embed_mels(encoder, mels).numpy()
+
+
+def embed_speaker(encoder: Encoder, items: Item | Sequence[Item], sr: int | None = None) -> np.ndarray:
+    """Speaker embedding ``(D,)`` from enrollment utterances: their d-vectors through :func:`normalize_average`
+    (the paper's enrollment, Sec. 2.1 and 4: the speaker's centroid on the unit sphere)."""
+    return average_embeddings(embed_utterances(encoder, items, sr))
 
 
 @dataclass
@@ -95,36 +187,70 @@ class EmbeddedFiles:
 
 
 def embed_files(
-    model: torch.nn.Module,
-    paths: Sequence[str | Path],
-    batch_size: int = 32,
-    progress: bool = True,
-    audio: AudioConfig | None = None,
+    encoder: Encoder, paths: Sequence[str | Path], batch_size: int = 32, progress: bool = True
 ) -> EmbeddedFiles:
     """d-vectors of many audio files, ``batch_size`` utterances at a time with windows batched across them.
 
     A file that cannot be used (missing, corrupt, silent, too short, ...) is skipped, logged, and listed in
     ``errors`` with its one-line reason; the others are still embedded.
     """
-    from ge2e.audio import preprocess
-
-    audio = audio or model.audio
     kept: list[str] = []
     chunks: list[torch.Tensor] = []
     errors: dict[str, str] = {}
-    pending: list[torch.Tensor] = []
+    pending: list[np.ndarray] = []
     for path in tqdm(paths, desc="embed", unit="file", disable=not progress, dynamic_ncols=True):
         try:
-            pending.append(torch.from_numpy(preprocess(path, cfg=audio)))
+            pending.append(preprocess(path, cfg=encoder.audio))
             kept.append(str(path))
         except AudioError as exc:
             errors[str(path)] = exc.problem
             logger.warning("skipped %s", exc)
         if len(pending) == batch_size:
-            chunks.append(embed_mels(model, pending, model.inference))
+            chunks.append(embed_mels(encoder, pending))
             pending = []
     if pending:
-        chunks.append(embed_mels(model, pending, model.inference))
-    dim = model.embedding_size
+        chunks.append(embed_mels(encoder, pending))
+    dim = encoder.embedding_size
     embeddings = torch.cat(chunks).numpy() if chunks else np.zeros((0, dim), dtype=np.float32)
     return EmbeddedFiles(kept, embeddings, errors)
+
+
+# ---------------------------------------------------------------------------------------------- identity
+
+
+def model_fingerprint(encoder: Encoder) -> str:
+    """The one id of an encoder's d-vectors: ``encoder.fingerprint`` (the SHA-256 of the model file, set by
+    :func:`ge2e.pretrained.load_model`), else a SHA-256 of the weights and settings of an in-memory model.
+    Embedding stores and calibration records are tied to it."""
+    if getattr(encoder, "fingerprint", None):
+        return str(encoder.fingerprint)
+    digest = hashlib.sha256()
+    for name, tensor in sorted(encoder.state_dict().items()):  # type: ignore[attr-defined]
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(repr((encoder.audio, encoder.inference)).encode())
+    return digest.hexdigest()
+
+
+class EmbedMethods:
+    """The embedding functions of this module as methods (``model.embed_utterance(path)``), for any encoder."""
+
+    def embed_frames(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """``(B, T, n_mels)`` frames -> ``(B, D)`` d-vectors (see :func:`embed_frames`)."""
+        return embed_frames(self, frames)  # type: ignore[arg-type]
+
+    def embed_mel(self, mel: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Utterance d-vector ``(D,)`` from its ``(T, n_mels)`` log-mel frames (see :func:`embed_mels`)."""
+        return embed_mels(self, [mel])[0].numpy()  # type: ignore[arg-type]
+
+    def embed_utterance(self, source: Item, sr: int | None = None) -> np.ndarray:
+        """d-vector ``(D,)`` of an audio file, file bytes or waveform (``sr`` required for bare arrays)."""
+        return embed_utterances(self, [source], sr)[0]  # type: ignore[arg-type]
+
+    def embed_speaker(self, items: Item | Sequence[Item], sr: int | None = None) -> np.ndarray:
+        """Speaker d-vector ``(D,)`` from enrollment utterances (see :func:`embed_speaker`)."""
+        return embed_speaker(self, items, sr)  # type: ignore[arg-type]
+
+    def embed_files(self, paths: Sequence[str | Path], batch_size: int = 32, progress: bool = True) -> EmbeddedFiles:
+        """d-vectors of many files, windows batched across them (see :func:`embed_files`)."""
+        return embed_files(self, paths, batch_size=batch_size, progress=progress)  # type: ignore[arg-type]

@@ -11,7 +11,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,6 +18,7 @@ from torch import nn
 from ge2e.config import AudioConfig, InferenceConfig, ModelConfig
 from ge2e.errors import CheckpointError
 from ge2e.files import atomic_write
+from ge2e.inference import EmbedMethods
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +41,16 @@ def preset(name: str) -> ModelConfig:
     return dataclasses.replace(PRESETS[name])
 
 
-class SpeakerEncoder(nn.Module):
+class SpeakerEncoder(nn.Module, EmbedMethods):
     """LSTM speaker encoder mapping log-mel frames to L2-normalised d-vectors.
 
     Args:
         config: a :class:`ModelConfig` or a preset name.
         audio: the front end the model expects (stored in checkpoints).
         inference: sliding-window settings for whole utterances.
+
+    It satisfies :class:`ge2e.inference.Encoder`; ``calibration`` and ``fingerprint`` are set by
+    :func:`ge2e.pretrained.load_model`.
     """
 
     def __init__(
@@ -67,6 +70,8 @@ class SpeakerEncoder(nn.Module):
         # Without a projection, the paper puts a linear layer after the LSTM.
         self.linear = nn.Linear(c.hidden_size, c.hidden_size) if c.proj_size == 0 else None
         self._scale_projection_gradients(c.proj_grad_scale)
+        self.calibration: dict[str, Any] | None = None
+        self.fingerprint: str | None = None
 
     @property
     def embedding_size(self) -> int:
@@ -101,41 +106,6 @@ class SpeakerEncoder(nn.Module):
         if self.linear is not None:
             last = self.linear(last)
         return F.normalize(last, dim=-1)
-
-    @torch.inference_mode()
-    def embed_frames(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """Inference-mode :meth:`forward` on ``(B, T, n_mels)`` frames -> ``(B, D)``."""
-        frames = torch.as_tensor(frames, dtype=torch.float32, device=self.device)
-        return self(frames)
-
-    def embed_mel(self, mel: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Utterance d-vector from its log-mel frames ``(T, n_mels)`` -> ``(D,)`` float32, unit norm.
-
-        Sliding windows of 160 frames with 50% overlap go through the model as one batch; their L2-normalised
-        d-vectors are averaged and normalised again (paper, Sec. 4). See :func:`ge2e.inference.windows`.
-        """
-        from ge2e.inference import utterance_embedding, windows
-
-        segments = windows(torch.as_tensor(mel, dtype=torch.float32), self.inference)
-        return utterance_embedding(self.embed_frames(segments)).cpu().numpy()
-
-    def embed_utterance(self, source: str | Path | np.ndarray, sr: int | None = None) -> np.ndarray:
-        """d-vector ``(D,)`` of an audio file or waveform (``sr`` required for arrays)."""
-        from ge2e.audio import preprocess
-
-        return self.embed_mel(preprocess(source, sr=sr, cfg=self.audio))
-
-    def embed_speaker(self, items: Any, sr: int | None = None) -> np.ndarray:
-        """Speaker d-vector ``(D,)`` from enrollment utterances (see :func:`ge2e.api.embed_speaker`)."""
-        from ge2e.api import embed_speaker
-
-        return embed_speaker(items, model=self, sr=sr)
-
-    def embed_files(self, paths: Any, batch_size: int = 32, progress: bool = True) -> Any:
-        """d-vectors of many files, windows batched across them (see :func:`ge2e.inference.embed_files`)."""
-        from ge2e.inference import embed_files
-
-        return embed_files(self, paths, batch_size=batch_size, progress=progress)
 
     @property
     def device(self) -> torch.device:

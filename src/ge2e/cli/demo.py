@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ge2e.cli.embed import MODEL_HELP, report_skipped
+from ge2e.cli._model import add_model_options, open_model
+from ge2e.cli.embed import report_skipped
 from ge2e.errors import Ge2eError
 
 DEFAULT_DATA = "../shared/data"
@@ -43,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--enroll", type=int, default=3, metavar="K", help="enrollment utterances per speaker (3)")
     p.add_argument("--per-speaker", type=int, default=10, metavar="N", help="utterances used per speaker (10)")
     p.add_argument("--out", default="demo_out", metavar="DIR", help="folder for the plots (default demo_out)")
-    p.add_argument("--model", metavar="PT", help=MODEL_HELP)
+    add_model_options(p)
     p.add_argument("--threshold", type=float, help="decision threshold (default: the model's calibrated one)")
     p.add_argument("--method", choices=("pca", "umap"), default="pca", help="2-D projection (default pca)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -115,13 +116,13 @@ def run(args: argparse.Namespace) -> int:
         print(_no_data_message(data), file=sys.stderr)
         return NO_DATA
     # torch-heavy imports only once there is work to do, so that the message above comes at once
-    from ge2e.api import average_embeddings, default_threshold, embed_files, load_model
+    from ge2e.api import average_embeddings, default_threshold, embed_files
     from ge2e.cli.plot import project_2d, save_heatmap, save_projection
     from ge2e.metrics import eer
 
     if args.enroll < 1 or args.per_speaker < args.enroll + 1:
         raise Ge2eError(f"need --enroll >= 1 and --per-speaker > --enroll, got {args.enroll} and {args.per_speaker}")
-    model = load_model(args.model)
+    model = open_model(args)
     selection = select_utterances(data, args.corpus, args.per_speaker)
     print(f"data: {selection.source}")
     paths = [p for files in selection.speakers.values() for p in files]

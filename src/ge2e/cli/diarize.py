@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ge2e.cli._model import add_model_options, open_model
 from ge2e.errors import Ge2eError
 
 
@@ -25,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-speakers", type=int, metavar="A", help="at least A speakers (default 1)")
     p.add_argument("--max-speakers", type=int, metavar="B", help="at most B speakers (default 10)")
     p.add_argument("--method", choices=("spectral", "kmeans"), default="spectral", help="clustering (default spectral)")
-    p.add_argument("--model", metavar="PT", help="model checkpoint (default: the bundled model)")
+    add_model_options(p)
     p.add_argument("--window", type=float, default=1.6, metavar="S", help="d-vector window in seconds (default 1.6)")
     p.add_argument("--step", type=float, default=0.4, metavar="S", help="window hop in seconds (default 0.4)")
     p.add_argument("--no-autotune", action="store_true", help="fixed affinity threshold 0.95 (Wang et al.)")
@@ -53,7 +54,7 @@ def _uri(path: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ge2e.diarization import DiarizationConfig, embed_speech, load_encoder, write_rttm
+    from ge2e.diarization import DiarizationConfig, embed_speech, write_rttm
     from ge2e.diarization.pipeline import diarize_speech, speaker_range
     from ge2e.errors import AudioError
 
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     uris = [_uri(p) for p in paths]
     if len(set(uris)) < len(uris):
         raise Ge2eError("several inputs have the same file name; RTTM file ids must be unique")
-    model = load_encoder(args.model)
+    model = open_model(args)
     out = Path(args.out)
     results, failed = {}, {}
     for path, uri in zip(paths, uris, strict=True):

@@ -8,9 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from ge2e.cli._model import add_model_options, open_model
 from ge2e.errors import Ge2eError
-
-MODEL_HELP = "model checkpoint (default: the bundled model)"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="DIR_OR_FILE", help="audio files and/or folders")
     p.add_argument("--out", required=True, metavar="NPZ", help="output file, e.g. emb.npz")
-    p.add_argument("--model", metavar="PT", help=MODEL_HELP)
+    add_model_options(p)
     p.add_argument("--batch-size", type=int, default=32, help="utterances per batch (default 32)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -67,13 +66,13 @@ def save_npz(path: str | Path, **arrays: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ge2e.api import embed_files, load_model
+    from ge2e.inference import embed_files
 
     if args.batch_size < 1:
         raise Ge2eError(f"--batch-size must be >= 1, got {args.batch_size}")
     files = collect_audio(args.inputs)
-    model = load_model(args.model)
-    result = embed_files(files, model, batch_size=args.batch_size, progress=not args.no_progress)
+    model = open_model(args)
+    result = embed_files(model, files, batch_size=args.batch_size, progress=not args.no_progress)
     report_skipped(result.errors)
     if not result.paths:
         raise Ge2eError(f"none of the {len(files)} file(s) could be embedded")

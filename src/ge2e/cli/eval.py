@@ -6,9 +6,10 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ge2e.cli._model import add_model_options, open_model
+
 if TYPE_CHECKING:
     from ge2e.evaluate import EvalTrial
-    from ge2e.model import SpeakerEncoder
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "later runs with the same model)."
         ),
     )
-    p.add_argument("--model", help="model checkpoint (default: the bundled model)")
+    add_model_options(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--trials", help="trial list, one 'label enroll_path test_path' per line")
     src.add_argument("--corpus", help="corpus folder to build trials from")
@@ -48,19 +49,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=run)
-
-
-def _load_model(path: str | None) -> SpeakerEncoder:
-    from ge2e.errors import Ge2eError
-    from ge2e.model import SpeakerEncoder
-
-    if path is not None:
-        return SpeakerEncoder.load(path)
-    try:
-        from ge2e.api import load_model
-    except ImportError:
-        raise Ge2eError("this install has no bundled model: pass --model PATH") from None
-    return load_model(None)
 
 
 def _corpus_trials(args: argparse.Namespace) -> tuple[list[EvalTrial], dict]:
@@ -93,7 +81,7 @@ def _corpus_trials(args: argparse.Namespace) -> tuple[list[EvalTrial], dict]:
 def run(args: argparse.Namespace) -> int:
     from ge2e.evaluate import EmbeddingStore, EvalOptions, evaluate, list_trials, model_fingerprint, write_outputs
 
-    model = _load_model(args.model)
+    model = open_model(args)
     if args.trials:
         trials = list_trials(args.trials, args.root)
         info = {"mode": "trials", "trials_file": str(args.trials), "split": args.split or Path(args.trials).stem}

@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "frames to (B, D) unit-norm d-vectors, with its audio and inference settings stored in the file. "
         "The export is checked against PyTorch on probe frames.",
     )
-    p.add_argument("model", help="ge2e checkpoint (.pt) to export")
+    p.add_argument("model", help="ge2e checkpoint (.pt) to export; its calibration (.json beside it) goes with it")
     p.add_argument("out", help="output file, e.g. encoder.onnx")
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="default: onnx")
     p.add_argument("--int8", action="store_true", help="dynamic int8 quantisation of the LSTM and linear weights")
@@ -27,12 +27,15 @@ def run(args: argparse.Namespace) -> int:
     from ge2e.errors import Ge2eError
     from ge2e.export import PARITY_COSINE, export
     from ge2e.model import SpeakerEncoder
+    from ge2e.pretrained import load_model
 
     if Path(args.out).is_dir():
         raise Ge2eError(f"{args.out}: is a directory; give the output file name")
     if args.opset < 14:
         raise Ge2eError(f"--opset {args.opset}: ONNX export needs opset 14 or newer")
-    model = SpeakerEncoder.load(args.model)
+    model = load_model(args.model)
+    if not isinstance(model, SpeakerEncoder):
+        raise Ge2eError(f"{args.model}: already an exported encoder; export its .pt checkpoint")
     report = export(model, args.out, args.format, args.int8, args.opset)
     if not args.int8 and report.min_cosine < PARITY_COSINE:
         raise Ge2eError(

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ge2e.cli.embed import MODEL_HELP, report_skipped
+from ge2e.cli._model import add_model_options, open_model
+from ge2e.cli.embed import report_skipped
 from ge2e.errors import Ge2eError
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="projection.png", metavar="PNG", help="output image (default projection.png)")
     p.add_argument("--method", choices=("pca", "umap"), default="pca", help="projection (default pca)")
     p.add_argument("--per-speaker", type=int, default=0, metavar="N", help="at most N utterances per speaker")
-    p.add_argument("--model", metavar="PT", help=MODEL_HELP)
+    add_model_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -128,8 +129,8 @@ def _colormap(n: int) -> Colormap:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ge2e.api import embed_files, load_model
     from ge2e.data.readers import read_corpus
+    from ge2e.inference import embed_files
 
     utterances = read_corpus(args.folder)
     if args.per_speaker > 0:
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
                 kept.append(utt)
         utterances = kept
     speaker_of = {u.path: u.speaker for u in utterances}
-    result = embed_files([u.path for u in utterances], load_model(args.model), progress=not args.no_progress)
+    result = embed_files(open_model(args), [u.path for u in utterances], progress=not args.no_progress)
     report_skipped(result.errors)
     speakers = [speaker_of[p] for p in result.paths]
     coords = project_2d(result.embeddings, args.method)

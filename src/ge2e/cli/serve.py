@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from ge2e.cli import _serve_keys as keys
+from ge2e.cli._model import add_model_options, open_model
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--db", metavar="FILE", help="SQLite speaker database (created if missing); required")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
-    p.add_argument("--model", metavar="PATH", help="speaker-encoder checkpoint (default: the bundled model)")
+    add_model_options(p)
     p.add_argument(
         "--threshold", type=float, metavar="T", help="accept when cosine score >= T (default: the model's calibration)"
     )
@@ -34,7 +35,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-enroll-files", type=int, default=10, help="audio files per enrollment (default 10)")
     p.add_argument("--workers", type=int, default=1, help="inference threads (default 1)")
     p.add_argument("--queue", type=int, default=8, help="requests that may wait for a thread; more get 503 (default 8)")
-    p.add_argument("--threads", type=int, help="torch threads per inference (default: torch's choice)")
     p.add_argument(
         "--read-timeout", type=float, default=30.0, metavar="S", help="seconds to receive a request body (default 30)"
     )
@@ -61,7 +61,7 @@ def _check_limits(args: argparse.Namespace) -> None:
         (args.max_enroll_files >= 1, "--max-enroll-files must be >= 1"),
         (args.workers >= 1, "--workers must be >= 1"),
         (args.queue >= 0, "--queue must be >= 0"),
-        (args.threads is None or args.threads >= 1, "--threads must be >= 1"),
+        (args.threads >= 1, "--threads must be >= 1"),
         (args.threshold is None or -1.0 <= args.threshold <= 1.0, "--threshold must be a cosine score in [-1, 1]"),
         (args.db is not None, "--db is required"),
         (args.read_timeout > 0, "--read-timeout must be > 0"),
@@ -87,15 +87,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from ge2e.serve import ServeConfig, SpeakerStore, create_app, model_id
+        from ge2e.serve import ServeConfig, SpeakerStore, create_app
         from ge2e.serve.auth import load_keys
     except ImportError as exc:
         raise Ge2eError(
             f"the service needs the serve extra ({exc.name} is missing): pip install 'ge2e[serve]'"
         ) from None
-    import torch
-
-    from ge2e.api import default_threshold, load_model
+    from ge2e.inference import model_fingerprint
+    from ge2e.pretrained import default_threshold
 
     env_keys = load_keys(args.api_key_file)
     if not env_keys and not keys.database_has_keys(args.db):
@@ -103,11 +102,9 @@ def run(args: argparse.Namespace) -> int:
             f"no API key configured: add one with 'ge2e serve keys add --db {args.db} --tenant NAME --role admin', "
             "or set GE2E_API_KEYS / pass --api-key-file"
         )
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = load_model(args.model)
+    model = open_model(args)
     threshold = default_threshold(model) if args.threshold is None else args.threshold
-    fingerprint = model_id(model)
+    fingerprint = model_fingerprint(model)[:16]  # the model file's SHA-256, as everywhere; 16 digits in the API
     store = SpeakerStore(args.db, fingerprint, model.embedding_size)
     config = ServeConfig(
         threshold=threshold,

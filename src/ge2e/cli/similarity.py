@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ge2e.cli.embed import MODEL_HELP, collect_audio, report_skipped
+from ge2e.cli._model import add_model_options, open_model
+from ge2e.cli.embed import collect_audio, report_skipped
 from ge2e.errors import Ge2eError
 
 MAX_PRINTED = 30  # a wider matrix does not fit a terminal; the PNG and --csv still hold all of it
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="audio files and/or folders")
     p.add_argument("--out", default="similarity.png", metavar="PNG", help="heatmap image (default similarity.png)")
     p.add_argument("--csv", metavar="CSV", help="also write the full matrix as CSV")
-    p.add_argument("--model", metavar="PT", help=MODEL_HELP)
+    add_model_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -59,11 +60,11 @@ def write_csv(path: str | Path, matrix: np.ndarray, paths: Sequence[str]) -> Non
 
 
 def run(args: argparse.Namespace) -> int:
-    from ge2e.api import embed_files, load_model
     from ge2e.cli.plot import save_heatmap
+    from ge2e.inference import embed_files
 
     files = collect_audio(args.inputs)
-    result = embed_files(files, load_model(args.model), progress=not args.no_progress)
+    result = embed_files(open_model(args), files, progress=not args.no_progress)
     report_skipped(result.errors)
     if len(result.paths) < 2:
         raise Ge2eError(f"need at least 2 usable files, got {len(result.paths)}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ge2e.cli.embed import MODEL_HELP
+from ge2e.cli._model import add_model_options, open_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,15 +18,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--enroll", nargs="+", required=True, metavar="AUDIO", help="enrollment utterance(s)")
     p.add_argument("--test", required=True, metavar="AUDIO", help="the utterance to verify")
-    p.add_argument("--model", metavar="PT", help=MODEL_HELP)
+    add_model_options(p)
     p.add_argument("--threshold", type=float, help="decision threshold on the cosine score (default: calibrated)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ge2e.api import load_model, verify
+    from ge2e.api import verify
 
-    result = verify(args.enroll, args.test, load_model(args.model), threshold=args.threshold)
+    result = verify(args.enroll, args.test, open_model(args), threshold=args.threshold)
     decision = "same speaker" if result.same_speaker else "different speaker"
     relation = ">=" if result.same_speaker else "<"
     print(f"{decision}: score {result.score:.3f} {relation} threshold {result.threshold:.3f}")

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from ge2e.config import AudioConfig
 from ge2e.data.augment import augment as augment_wav
 from ge2e.data.augment import list_noise_files, parse_augment, pseudo_speaker, rng_for, variants
-from ge2e.data.readers import FFMPEG_EXTENSIONS, Utterance, decode_ffmpeg, require_ffmpeg
+from ge2e.data.readers import FFMPEG_EXTENSIONS, Utterance, require_ffmpeg
 from ge2e.errors import AudioError, ConfigError, Ge2eError
 
 logger = logging.getLogger(__name__)
@@ -109,13 +109,11 @@ class _Featurizer:
         path, variant = job
         sr = self.cfg.sample_rate
         try:
-            needs_ffmpeg = Path(path).suffix.lower() in FFMPEG_EXTENSIONS
-            if not variant and not needs_ffmpeg:
+            if not variant:
                 feats = preprocess(path, cfg=self.cfg)
             else:
-                wav = decode_ffmpeg(path, sr) if needs_ffmpeg else load_audio(path, target_sr=sr)
-                if variant:
-                    wav = augment_wav(wav, sr, variant, rng_for(self.seed, path, variant), self.noise_files)
+                wav = load_audio(path, target_sr=sr)
+                wav = augment_wav(wav, sr, variant, rng_for(self.seed, path, variant), self.noise_files)
                 feats = preprocess(wav, sr=sr, cfg=self.cfg, name=path)
         except AudioError as exc:
             return None, exc.problem

@@ -22,6 +22,7 @@ import torch
 from ge2e.config import InferenceConfig
 from ge2e.diarization.rttm import Segment
 from ge2e.errors import AudioTooShort, Ge2eError, NoSpeechError
+from ge2e.inference import Encoder, embed_frames, window_starts, windows
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class SpeechWindows:
 
 
 def embed_speech(
-    model: torch.nn.Module,
+    model: Encoder,
     source: str | Path | np.ndarray,
     sr: int | None = None,
     cfg: DiarizationConfig | None = None,
@@ -94,22 +95,17 @@ def embed_speech(
         AudioError subclasses naming ``name`` (default: the path or ``<array>``): unreadable audio,
         ``NoSpeechError`` for silence or no speech, ``AudioTooShort`` under ``min_speech_ms`` of speech.
     """
-    from ge2e.audio import input_name, load_normalized, log_mel, speech_mask
-    from ge2e.inference import window_starts, windows
+    from ge2e.audio import input_name, load_speech, log_mel
 
     cfg = cfg or DiarizationConfig()
     audio = model.audio
     name = input_name(source, name)
-    wav = load_normalized(source, sr, audio, name)
+    wav, mask = load_speech(source, sr, audio, name)
     if len(wav) < audio.win_length:
         raise AudioTooShort(name, f"{1000 * len(wav) / audio.sample_rate:.0f} ms of audio, too short for one frame")
     feats = log_mel(torch.from_numpy(wav), audio)  # (T, n_mels)
     centres = np.arange(feats.shape[0]) * audio.hop_length + audio.win_length // 2
-    if audio.vad:
-        mask = speech_mask(wav, audio.sample_rate, audio.vad_threshold, audio.vad_pad_ms)
-        speech_frames = np.flatnonzero(mask[centres])
-    else:
-        speech_frames = np.arange(feats.shape[0])
+    speech_frames = np.flatnonzero(mask[centres])
     frame_s = audio.hop_ms / 1000
     if len(speech_frames) == 0:
         raise NoSpeechError(name, f"no speech found by VAD (threshold {audio.vad_threshold})")
@@ -125,8 +121,7 @@ def embed_speech(
     step = max(1, round(cfg.step_s / frame_s))
     icfg = InferenceConfig(window_frames=size, overlap=1.0 - step / size, batch_windows=model.inference.batch_windows)
     cut = windows(speech, icfg)  # (N, min(F, size), n_mels)
-    batch = icfg.batch_windows
-    embeddings = torch.cat([model.embed_frames(cut[i : i + batch]) for i in range(0, len(cut), batch)])
+    embeddings = embed_frames(model, cut)
     starts = np.asarray(window_starts(len(speech_frames), icfg), dtype=np.float64)
     window_centres = starts + cut.shape[1] / 2
     # each speech frame belongs to the window with the nearest centre: cut between consecutive centres
@@ -206,7 +201,7 @@ def diarize_speech(
 
 def diarize(
     source: str | Path | np.ndarray,
-    model: torch.nn.Module | None = None,
+    model: Encoder | None = None,
     *,
     sr: int | None = None,
     num_speakers: int | None = None,
@@ -219,7 +214,7 @@ def diarize(
 
     Args:
         source: an audio file, or ``(L,)`` samples with their rate ``sr`` in Hz.
-        model: a :class:`~ge2e.model.SpeakerEncoder`; default: :func:`load_encoder` (the bundled model).
+        model: an :class:`~ge2e.inference.Encoder`; default: :func:`load_encoder` (the bundled model).
         num_speakers: the number of speakers when known; otherwise it is estimated within
             ``[min_speakers, max_speakers]`` (default 1 to 10).
         method: ``"spectral"`` (refined affinity, eigengap speaker count) or ``"kmeans"`` (the baseline;
@@ -238,14 +233,8 @@ def diarize(
     return diarize_speech(speech, num_speakers, min_speakers, max_speakers, method, cfg)
 
 
-def load_encoder(path: str | Path | None = None, device: str = "cpu") -> torch.nn.Module:
-    """A speaker encoder from a checkpoint ``path``, or the bundled model (``ge2e.api.load_model``) when None."""
-    try:
-        from ge2e.api import load_model
-    except ImportError:  # an installation without the high-level API still reads explicit checkpoints
-        if path is None:
-            raise Ge2eError("no bundled model in this ge2e installation; pass a model file (--model PATH)") from None
-        from ge2e.model import SpeakerEncoder
+def load_encoder(path: str | Path | None = None, device: str = "cpu") -> Encoder:
+    """A speaker encoder from a model file (checkpoint or exported), or the bundled model when None."""
+    from ge2e.pretrained import load_model
 
-        return SpeakerEncoder.load(path, device)
     return load_model(path, device)

@@ -1,5 +1,131 @@
-"""The bundled model: ``ge2e_small.pt`` (weights, self-describing) and ``ge2e_small.json`` (its calibration).
+"""Loading models: the bundled ``ge2e_small.pt`` (weights, self-describing) with ``ge2e_small.json`` (its
+calibration), checkpoints, and exported ONNX / TorchScript encoders, all through :func:`load_model`.
 
-Load it with :func:`ge2e.load_model`; the calibration record is written by ``recipes/shared_ti/calibrate.py``
-and documented in ``docs/model.md``.
+The calibration record is written by ``recipes/shared_ti/calibrate.py`` and documented in ``docs/model.md``.
+A model's one fingerprint is the SHA-256 of its file (:func:`file_sha256`), kept as ``model.fingerprint``.
 """
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import zipfile
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ge2e.errors import CheckpointError, Ge2eError
+from ge2e.export import load_exported
+from ge2e.inference import Encoder
+from ge2e.model import SpeakerEncoder
+
+logger = logging.getLogger(__name__)
+
+BUNDLED_MODEL = "ge2e_small.pt"
+ONNX_SUFFIXES = (".onnx", ".ort")
+
+
+def bundled_model_path() -> Path:
+    """Path of the model file shipped inside the package (it may be missing in a source checkout)."""
+    return Path(str(resources.files("ge2e.pretrained").joinpath(BUNDLED_MODEL)))
+
+
+def calibration_path(model_path: str | Path) -> Path:
+    """The calibration file of a model: the same path with a ``.json`` suffix (``best.pt`` -> ``best.json``)."""
+    return Path(model_path).with_suffix(".json")
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks: the fingerprint of a model file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_model(path: str | Path | None = None, device: str | torch.device = "cpu") -> Encoder:
+    """Load a speaker encoder, with no network access.
+
+    Args:
+        path: a checkpoint written by ``ge2e train`` or :meth:`SpeakerEncoder.save` (``.pt``), or an encoder
+            written by ``ge2e export`` (``.onnx``, or a TorchScript archive such as ``.ts``); ``None`` loads the
+            model bundled with the package.
+        device: where to put a PyTorch model (``"cpu"``, ``"cuda"``, ...); exported encoders run on CPU.
+
+    Returns:
+        An :class:`~ge2e.inference.Encoder` (a :class:`SpeakerEncoder` in eval mode for checkpoints). Loaded
+        models are cached per process, keyed by file, modification time and device, so repeated calls are free
+        and return the same object. ``model.calibration`` holds the calibration record (see
+        :func:`default_threshold`) or ``None``; ``model.fingerprint`` the SHA-256 of the file.
+
+    Raises:
+        CheckpointError: the file is missing, corrupt or not a ge2e model (one line naming the file).
+    """
+    resolved = bundled_model_path() if path is None else Path(path).expanduser()
+    if path is None and not resolved.exists():
+        raise CheckpointError(resolved, "the bundled model file is missing; reinstall ge2e or pass a checkpoint path")
+    mtime = resolved.stat().st_mtime_ns if resolved.is_file() else 0
+    return _load_cached(str(resolved.resolve()), mtime, str(torch.device(device)))
+
+
+def _is_exported(path: Path) -> bool:
+    """ONNX by suffix; TorchScript archives are zip files like checkpoints, but hold compiled ``code/``."""
+    if path.suffix.lower() in ONNX_SUFFIXES:
+        return True
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in name for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(path: str, mtime_ns: int, device: str) -> Encoder:
+    """Load once per (file, version, device); ``mtime_ns`` is part of the key so a rewritten file is reloaded."""
+    file = Path(path)
+    model: Encoder = load_exported(file) if file.is_file() and _is_exported(file) else SpeakerEncoder.load(file, device)
+    model.fingerprint = file_sha256(file)
+    if model.calibration is None:  # an exported file carries its source's; a checkpoint's lies beside it
+        model.calibration = _read_calibration(file, model.fingerprint)
+    return model
+
+
+def _read_calibration(model_path: Path, sha256: str) -> dict[str, Any] | None:
+    """The calibration record beside ``model_path``, or ``None`` when absent or made for another file."""
+    json_path = calibration_path(model_path)
+    if not json_path.exists():
+        return None
+    try:
+        record = json.loads(json_path.read_text())
+        threshold = float(record["threshold"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(json_path, f"unreadable calibration file ({exc})") from None
+    if record.get("model_sha256") not in (None, sha256):
+        # a stale threshold silently biases every decision, so it is dropped rather than used
+        logger.warning("%s was calibrated for another version of %s; ignoring it", json_path, model_path.name)
+        return None
+    return {**record, "threshold": threshold}
+
+
+def default_threshold(model: Encoder) -> float:
+    """The model's calibrated decision threshold (cosine score).
+
+    It is the equal-error-rate threshold on the official development trial lists, written beside the
+    checkpoint by ``recipes/shared_ti/calibrate.py`` (and into the file by ``ge2e export``);
+    ``model.calibration`` holds the full record.
+
+    Raises:
+        Ge2eError: the model has no (valid) calibration; pass ``threshold=`` explicitly instead.
+    """
+    calibration = getattr(model, "calibration", None)
+    if not calibration:
+        raise Ge2eError(
+            "this model has no calibrated threshold (<checkpoint>.json): pass a threshold, "
+            "or run recipes/shared_ti/calibrate.py on the checkpoint"
+        )
+    return float(calibration["threshold"])

@@ -1,0 +1,45 @@
+"""The ``--model`` and ``--threads`` options every command that embeds audio shares, and the one way it opens
+its model: :func:`ge2e.pretrained.load_model` (checkpoints, the bundled model, exported ONNX/TorchScript files)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from ge2e.errors import Ge2eError
+
+if TYPE_CHECKING:
+    from ge2e.inference import Encoder
+
+MODEL_HELP = "model: a checkpoint (.pt) or an encoder written by `ge2e export` (.onnx, .ts); default: the bundled one"
+# One thread by default: on a 2-core machine shared with other work, two threads made `ge2e embed` 4x slower than
+# one (benchmarks/embed.py, docs/performance.md); more threads pay off only on idle cores, so they are opt-in.
+DEFAULT_THREADS = 1
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="PATH", help=MODEL_HELP)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=DEFAULT_THREADS,
+        metavar="N",
+        help=f"CPU threads of the encoder and front end (default {DEFAULT_THREADS}; the VAD always uses one)",
+    )
+
+
+def set_threads(threads: int) -> None:
+    """Apply ``--threads`` to PyTorch; ONNX encoders opened afterwards take the same count."""
+    if threads < 1:
+        raise Ge2eError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def open_model(args: argparse.Namespace) -> Encoder:
+    """Set the thread count, then load ``--model`` (or the bundled model)."""
+    set_threads(args.threads)
+    from ge2e.pretrained import load_model
+
+    return load_model(args.model)
