@@ -37,6 +37,7 @@ demo: install
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks recipes
+	$(BIN)/lint-imports
 
 test: lint sysdeps
 	$(BIN)/python -m pytest -q
