@@ -1,0 +1,123 @@
+"""Behaviour that mutation testing (``make mutate``, docs/testing.md) found untested: TE2E's random negative
+speaker and enrollment sets, loss construction, and the averaging and batching of inference."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from ge2e.config import AudioConfig, InferenceConfig, LossConfig, ModelConfig
+from ge2e.inference import average_embeddings, embed_files, embed_frames, normalize_average
+from ge2e.loss import GE2ELoss, TE2ELoss, build_loss, enrollment_indices
+from ge2e.model import SpeakerEncoder
+
+# ------------------------------------------------------------------------------------------------------ loss
+
+
+def test_enrollment_indices_are_the_next_p_utterances_cyclically():
+    assert enrollment_indices(4, 1).tolist() == [[1], [2], [3], [0]]
+    assert enrollment_indices(4, 3).tolist() == [[1, 2, 3], [2, 3, 0], [3, 0, 1], [0, 1, 2]]
+    for p in (0, 4):
+        with pytest.raises(ValueError, match=f"P={p} with M=4"):
+            enrollment_indices(4, p)
+
+
+def test_te2e_negative_speaker_is_drawn_from_the_other_speakers():
+    e = torch.randn(3, 4, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    loss = TE2ELoss().double()
+    by_shift = {r: loss(e, shift=r).item() for r in range(3)}
+    torch.manual_seed(0)
+    drawn = []
+    for _ in range(40):
+        value = loss(e).item()
+        drawn.append(next(r for r, v in by_shift.items() if v == pytest.approx(value, abs=1e-12)))
+    assert set(drawn) == {1, 2}  # both other speakers, never the speaker itself (shift 0)
+
+
+def test_te2e_gradient_scale_on_w_and_b():
+    e = torch.randn(3, 4, 5, generator=torch.Generator().manual_seed(1))
+    scaled, plain = TE2ELoss(grad_scale=0.01), TE2ELoss(grad_scale=1.0)
+    scaled(e, shift=1).backward()
+    plain(e, shift=1).backward()
+    torch.testing.assert_close(scaled.w.grad, 0.01 * plain.w.grad)
+    torch.testing.assert_close(scaled.b.grad, 0.01 * plain.b.grad)
+    assert plain.w.grad.abs() > 0
+
+
+def test_build_loss_passes_every_setting():
+    cfg = LossConfig(method="te2e", init_w=3.0, init_b=-1.0, min_w=0.5, grad_scale=0.1, te2e_enroll=2)
+    te2e = build_loss(cfg)
+    assert isinstance(te2e, TE2ELoss) and te2e.num_enroll == 2 and te2e.min_w == 0.5
+    assert (te2e.w.item(), te2e.b.item()) == (3.0, -1.0)
+    e = torch.randn(3, 4, 5, generator=torch.Generator().manual_seed(2))
+    te2e(e, shift=1).backward()
+    reference = TE2ELoss(3.0, -1.0, num_enroll=2, grad_scale=1.0)
+    reference(e, shift=1).backward()
+    torch.testing.assert_close(te2e.w.grad, 0.1 * reference.w.grad)
+    for method in ("softmax", "contrast"):
+        ge2e = build_loss(LossConfig(method=method, init_w=2.0, init_b=0.5, min_w=0.25, grad_scale=0.2))
+        assert isinstance(ge2e, GE2ELoss) and ge2e.method == method and ge2e.min_w == 0.25
+        assert (ge2e.w.item(), ge2e.b.item()) == (2.0, 0.5)
+        torch.testing.assert_close(ge2e(e), GE2ELoss(2.0, 0.5, method)(e))
+
+
+def test_bad_loss_settings_raise():
+    with pytest.raises(ValueError, match="method"):
+        GE2ELoss(method="triplet")
+    with pytest.raises(ValueError, match="init_w"):
+        GE2ELoss(init_w=0.0)
+
+
+# ------------------------------------------------------------------------------------------------- inference
+
+
+def test_average_embeddings_normalises_rows_of_any_norm():
+    rows = np.array([[3.0, 0.0, 0.0], [0.0, 0.02, 0.0], [0.0, 0.0, -500.0]])
+    got = average_embeddings(list(rows.astype(np.float32)))
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, np.array([1.0, 1.0, -1.0]) / np.sqrt(3), rtol=1e-6)
+
+
+def test_normalize_average_per_group():
+    g = torch.Generator().manual_seed(3)
+    vectors = torch.randn(7, 4, generator=g) * torch.rand(7, 1, generator=g) * 10
+    groups = torch.tensor([0, 2, 2, 0, 1, 2, 0])
+    got = normalize_average(vectors, groups, 3)
+    assert got.shape == (3, 4)
+    for k in range(3):
+        torch.testing.assert_close(got[k], normalize_average(vectors[groups == k]))
+
+
+def test_embed_frames_in_batches_equals_one_pass():
+    model = SpeakerEncoder(ModelConfig(hidden_size=8, proj_size=0, num_layers=1), inference=InferenceConfig())
+    frames = torch.randn(7, 20, 40, generator=torch.Generator().manual_seed(4))
+    whole = embed_frames(model, frames)
+    model.inference = InferenceConfig(batch_windows=3)
+    torch.testing.assert_close(embed_frames(model, frames), whole)
+    assert embed_frames(model, frames[:0]).shape == (0, 8)
+
+
+def test_embed_files_batches_and_reports_each_bad_file(tmp_path, caplog):
+    model = SpeakerEncoder(ModelConfig(hidden_size=8, proj_size=0, num_layers=1), audio=AudioConfig(vad=False))
+    t = np.arange(16_000) / 16_000
+    paths = []
+    for k in range(5):
+        paths.append(tmp_path / f"{k}.wav")
+        sf.write(paths[-1], (0.3 * np.sin(2 * np.pi * (120 + 40 * k) * t)).astype(np.float32), 16_000)
+    missing = tmp_path / "missing.wav"
+    with caplog.at_level(logging.WARNING):
+        result = embed_files(model, [paths[0], missing, *paths[1:]], batch_size=2, progress=False)
+    assert result.paths == [str(p) for p in paths]
+    assert result.errors == {str(missing): "file not found"}
+    assert str(missing) in caplog.text
+    expected = np.stack([model.embed_utterance(p) for p in paths])
+    np.testing.assert_allclose(result.embeddings, expected, rtol=1e-4, atol=1e-5)
+    mapping = result.as_dict()
+    assert list(mapping) == result.paths
+    np.testing.assert_array_equal(mapping[str(paths[3])], result.embeddings[3])
+    empty = embed_files(model, [missing], progress=False)
+    assert empty.embeddings.shape == (0, 8) and empty.embeddings.dtype == np.float32 and empty.paths == []
