@@ -1,8 +1,8 @@
 """Calibrate a model's default decision threshold on the official DEVELOPMENT trial lists.
 
-The threshold is the equal-error-rate threshold of the dev trials pooled across lists (DSPSpeech-20.dev and
-speech_commands_v0.02_test.dev by default): the dev speakers are never trained on and never used for reported
-figures, which come from the test lists (``model_card.py``). The record is written beside the checkpoint
+The threshold is the equal-error-rate threshold of the dev trials pooled across lists (DSPSpeech-20.dev,
+speech_commands_v0.02_test.dev, speechocean762.dev and wuw2.dev by default): the dev speakers are never trained on
+and never used for reported figures, which come from the test lists (``model_card.py``). The record is written beside the checkpoint
 (``ge2e_small.pt`` -> ``ge2e_small.json``), tied to its SHA-256, and read by :func:`ge2e.api.load_model`.
 
     python recipes/shared_ti/calibrate.py --model src/ge2e/pretrained/ge2e_small.pt
@@ -28,7 +28,7 @@ from ge2e.evaluate import EmbeddingStore, evaluate, list_trials, model_fingerpri
 from ge2e.metrics import eer
 from ge2e.model import SpeakerEncoder
 
-DEV_LISTS = ("DSPSpeech-20.dev", "speech_commands_v0.02_test.dev")
+DEV_LISTS = ("DSPSpeech-20.dev", "speech_commands_v0.02_test.dev", "speechocean762.dev", "wuw2.dev")
 
 
 def calibrate(model: SpeakerEncoder, data: Path, lists: list[str]) -> dict[str, Any]:

@@ -11,14 +11,14 @@ conf=${CONF:-recipes/shared_ti/conf/small.yaml}
 exp=$(python -c "import yaml,sys; print(yaml.safe_load(open('$conf'))['out_dir'])")
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
-  ge2e prepare "$data/LibriSpeech" "$data/DSPSpeech-20" --out cache/ti
-  ge2e prepare "$data/speech_commands_v0.02_test" --out cache/kw
+  ge2e prepare "$data/LibriSpeech" "$data/DSPSpeech-20" "$data/speechocean762" "$data/wuw2" \
+    "$data/speech_commands_v0.02_test" --out cache/all
 fi
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   ge2e train "$conf"
 fi
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-  for list in LibriSpeech.test DSPSpeech-20.test speech_commands_v0.02_test.test; do
+  for list in LibriSpeech.test DSPSpeech-20.test speechocean762.test wuw2.test speech_commands_v0.02_test.test; do
     ge2e eval --model "$exp/best.pt" --trials "$data/trials/$list.txt" --root "$data" --out "$exp/eval/$list"
   done
 fi

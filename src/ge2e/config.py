@@ -149,7 +149,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     seed: int = 0
     device: str = "auto"
-    amp: bool = True
+    amp: bool = True  # bfloat16 autocast on CUDA and on CPUs with native bf16 (train.native_bf16_cpu)
     # CPU threads for the model (0: PyTorch's default, one per core). One thread leaves the other cores free
     # and is not slower per core for these small LSTMs.
     threads: int = 0

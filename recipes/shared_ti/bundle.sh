@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Make a training run's best checkpoint (by dev EER) the bundled model and calibrate its threshold on the dev lists.
+#   bash recipes/shared_ti/bundle.sh [exp_dir]          (run from the repository root)
+# The model card (model_card.py) and the diarization tables are regenerated separately: they take longer.
+set -euo pipefail
+exp=${1:-exp/shared_ti_small_v2}
+dest=src/ge2e/pretrained/ge2e_small.pt
+python - "$exp/best.pt" "$dest" <<'PY'
+import sys
+from ge2e.model import SpeakerEncoder
+model = SpeakerEncoder.load(sys.argv[1])
+meta = {k: model.meta[k] for k in ("step", "val_eer", "config") if k in model.meta}
+model.save(sys.argv[2], **meta)
+print(f"{sys.argv[2]}: step {meta.get('step')}, dev EER {100 * meta.get('val_eer', float('nan')):.2f}%")
+PY
+python recipes/shared_ti/calibrate.py --model "$dest"
