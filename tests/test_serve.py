@@ -358,6 +358,43 @@ def test_full_queue_answers_503(tmp_path: Path, tiny: tuple[Path, SpeakerEncoder
     assert "ge2e_rejected_overload_total 1" in extra["metrics"]
 
 
+def test_unexpected_error_is_json_and_closes_the_connection(
+    tmp_path: Path, tiny: tuple[Path, SpeakerEncoder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SpeakerStore(tmp_path / "db.sqlite", "m", tiny[1].embedding_size)
+    app = create_app(tiny[1], store, [KEY], ServeConfig(threshold=0.5), "m")
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(store, "list_speakers", broken)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+
+    async def call() -> httpx.Response:
+        headers = {"Authorization": f"Bearer {KEY}"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers) as c:
+            return await c.get("/v1/speakers")
+
+    r = asyncio.run(call())
+    assert_error(r, 500, "internal_error")
+    assert "disk on fire" not in r.text and r.headers["connection"] == "close"
+
+
+def test_keys_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    db = str(tmp_path / "db.sqlite")
+    assert cli_main(["serve", "keys", "add", "--db", db, "--tenant", "acme", "--role", "enroll", "--name", "ops"]) == 0
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    assert cli_main(["serve", "keys", "list", "--db", db]) == 0
+    listing = capsys.readouterr().out
+    key_id = listing.splitlines()[1].split()[0]
+    assert "acme" in listing and "enroll" in listing and token not in listing
+    assert cli_main(["serve", "keys", "revoke", "--db", db, key_id]) == 0
+    assert KeyStore(Database(db)).authenticate(token) is None
+    assert cli_main(["serve", "keys", "revoke", "--db", db, "nope"]) == 1
+    assert "not found" in capsys.readouterr().err
+    assert cli_main(["serve", "keys", "add", "--db", db, "--tenant", "bad tenant", "--role", "admin"]) == 1
+
+
 def test_store_is_atomic_and_versioned(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite"
     store = SpeakerStore(path, "model-a", 4)
@@ -449,6 +486,10 @@ def test_cli_refuses_to_start_without_keys(
     err = capsys.readouterr().err.strip()
     assert "no API key configured" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "db").exists()
+    keys = KeyStore(Database(tmp_path / "db"))  # a database whose only key is revoked lets nobody in either
+    keys.revoke(keys.add("acme", Role.ADMIN)[0].id)
+    assert cli_main(["serve", "--db", str(tmp_path / "db"), "--model", str(tiny[0]), "--threshold", "0.5"]) == 1
+    assert "no API key configured" in capsys.readouterr().err
 
 
 def test_model_id_tracks_weights(tiny: tuple[Path, SpeakerEncoder]) -> None:

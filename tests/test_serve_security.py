@@ -17,7 +17,7 @@ import pytest
 from ge2e.cli import main as cli_main
 from ge2e.serve.db import Database
 from ge2e.serve.keys import KeyStore
-from serve_server import CLIPS, KEY, ServerProcess, assert_error, read_response, send_head, tiny_model
+from serve_server import CLIPS, ServerProcess, assert_error, read_response, send_head, tiny_model
 
 STALLED = 9  # the issue's attack: as many stalled uploads as --workers 1 --queue 8 has slots
 READ_TIMEOUT_S = 6
@@ -42,8 +42,8 @@ def clip(data_root: Path) -> bytes:
 
 @pytest.fixture(scope="module")
 def keys_and_server(tmp_path_factory: pytest.TempPathFactory, data_root: Path):
-    """Tenants ``a`` (verify, enroll, admin keys) and ``b`` (enroll), all made with the CLI before the server
-    starts; plus the environment's key, an admin of the ``default`` tenant."""
+    """Tenants ``a`` (verify, enroll, admin keys) and ``b`` (enroll, and verify at 1 request a minute), all made
+    with the CLI before the server starts, which has no other key."""
     tmp = tmp_path_factory.mktemp("tenants")
     db = tmp / "db.sqlite"
     keys = {
@@ -55,7 +55,7 @@ def keys_and_server(tmp_path_factory: pytest.TempPathFactory, data_root: Path):
     }
     model = tiny_model(tmp / "tiny.pt")
     args = ["--db", str(db), "--model", str(model), "--threshold", "0.5", "--read-timeout", str(READ_TIMEOUT_S)]
-    server = ServerProcess([*args, *LIMITS], KEY, tmp / "server.log")
+    server = ServerProcess([*args, *LIMITS], "", tmp / "server.log")  # the database's keys only
     yield db, keys, server
     server.stop()
 
