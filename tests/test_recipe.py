@@ -21,13 +21,22 @@ import pytest
 import soundfile as sf
 import torch
 
-from ge2e.config import AudioConfig, DataConfig, LossConfig, ModelConfig, OptimConfig, SourceConfig, TrainConfig
+from ge2e.config import (
+    AudioConfig,
+    DataConfig,
+    InferenceConfig,
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
+    SourceConfig,
+    TrainConfig,
+)
 from ge2e.data.cache import prepare
 from ge2e.data.readers import Utterance, read_corpus
 from ge2e.data.sampler import BatchDataset, SpeakerPool, fit_length
 from ge2e.errors import ConfigError, Ge2eError
 from ge2e.loss import GE2ELoss, TE2ELoss
-from ge2e.model import SpeakerEncoder
+from ge2e.model import SpeakerEncoder, preset
 from ge2e.similarity import similarity_matrix
 from ge2e.train import Objective, build_optimizer, train
 
@@ -213,6 +222,21 @@ def test_logged_learning_rate_is_the_one_each_step_used(synthetic_cache: Path, t
     with (tmp_path / "run" / "metrics.csv").open() as f:
         rates = [float(row["lr"]) for row in csv.DictReader(f)]
     assert rates == pytest.approx([0.04, 0.04, 0.02, 0.02, 0.01])
+
+
+def test_a_model_embeds_with_windows_of_its_training_crops(synthetic_cache: Path, tmp_path: Path) -> None:
+    model = train(_tiny_run(synthetic_cache, tmp_path / "a", steps=1), progress=False)
+    assert model.inference.window_frames == 25  # crops of 20-30 frames
+    stored = SpeakerEncoder.load(tmp_path / "a" / "model.pt")
+    assert stored.inference == model.inference
+    explicit = _tiny_run(synthetic_cache, tmp_path / "b", steps=1, inference=InferenceConfig(window_frames=160))
+    assert train(explicit, progress=False).inference.window_frames == 160
+
+
+def test_keyword_preset_is_the_papers_text_dependent_model() -> None:
+    c = preset("keyword")
+    assert (c.num_layers, c.hidden_size, c.proj_size) == (3, 128, 64)
+    assert SpeakerEncoder(c).embedding_size == 64
 
 
 def test_training_refuses_a_cache_of_another_front_end(synthetic_cache: Path, tmp_path: Path) -> None:

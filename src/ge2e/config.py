@@ -141,6 +141,10 @@ class TrainConfig:
     # The one front end of the run: every training and validation cache must have been prepared with it
     # (`ge2e prepare --config`), and the trained model embeds audio with it.
     audio: AudioConfig = field(default_factory=AudioConfig)
+    # How the trained model embeds whole utterances; stored in its checkpoints. None: windows as long as the
+    # middle of the training crop range (160 frames for the paper's 140-180 crops, 80 for 80-frame keyword
+    # segments), 50% overlap, so a model embeds audio the way it was trained.
+    inference: InferenceConfig | None = None
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -31,11 +31,13 @@ CHECKPOINT_VERSION = 1
 PRESETS: dict[str, ModelConfig] = {
     "paper": ModelConfig(hidden_size=768, proj_size=256, num_layers=3),
     "small": ModelConfig(hidden_size=256, proj_size=0, num_layers=3),
+    # The paper's text-dependent (keyword) model: 3 x 128 cells, projection 64, trained on 80-frame segments.
+    "keyword": ModelConfig(hidden_size=128, proj_size=64, num_layers=3),
 }
 
 
 def preset(name: str) -> ModelConfig:
-    """A copy of a named model preset (``"paper"`` or ``"small"``)."""
+    """A copy of a named model preset (``"paper"``, ``"small"`` or ``"keyword"``)."""
     if name not in PRESETS:
         raise ValueError(f"unknown model preset {name!r}; choose from {', '.join(PRESETS)}")
     return dataclasses.replace(PRESETS[name])

@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from ge2e.config import AudioConfig, TrainConfig, save_config
+from ge2e.config import AudioConfig, InferenceConfig, TrainConfig, save_config
 from ge2e.data.sampler import BatchDataset, SpeakerPool
 from ge2e.errors import ConfigError
 from ge2e.inference import embed_mels
@@ -104,6 +104,13 @@ def check_front_end(audio: AudioConfig, pools: list[SpeakerPool]) -> None:
                 f"{pool.cache.root}: features were prepared with another front end ({'; '.join(diff)}); "
                 "prepare it with `ge2e prepare --config CONFIG` or set the config's audio section to match"
             )
+
+
+def inference_settings(cfg: TrainConfig) -> InferenceConfig:
+    """The config's inference section, or windows the length of the middle of the training crop range."""
+    if cfg.inference is not None:
+        return cfg.inference
+    return InferenceConfig(window_frames=round((cfg.data.min_frames + cfg.data.max_frames) / 2))
 
 
 def warm_start(encoder: SpeakerEncoder, path: str) -> None:
@@ -236,7 +243,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> SpeakerEncoder:
 
     # ---- model, loss, optimiser, schedule ---------------------------------------------------------------------
     model_cfg = cfg.model or preset(cfg.preset)
-    encoder = SpeakerEncoder(model_cfg, cfg.audio)
+    encoder = SpeakerEncoder(model_cfg, cfg.audio, inference_settings(cfg))
     objective = Objective(encoder, build_loss(cfg.loss), weights).to(device)
     params = list(objective.parameters())
     optimizer = build_optimizer(objective, cfg)
