@@ -31,8 +31,19 @@ from ge2e.files import atomic_write
 from ge2e.model import SpeakerEncoder
 
 REPO = Path(__file__).resolve().parents[2]
-TEST_LISTS = ("LibriSpeech.test", "DSPSpeech-20.test", "speech_commands_v0.02_test.test")
-KIND = {"LibriSpeech.test": "text-independent", "DSPSpeech-20.test": "text-independent (isolated words)"}
+TEST_LISTS = (
+    "LibriSpeech.test",
+    "DSPSpeech-20.test",
+    "speechocean762.test",
+    "wuw2.test",
+    "speech_commands_v0.02_test.test",
+)
+KIND = {
+    "LibriSpeech.test": "text-independent",
+    "DSPSpeech-20.test": "text-independent (isolated words)",
+    "speechocean762.test": "text-independent (read L2 English, adults and children)",
+    "wuw2.test": "text-independent (8 kHz telephone)",
+}
 DEFAULT_MODEL = REPO / "src/ge2e/pretrained/ge2e_small.pt"
 DEFAULT_RESULTS = REPO / "benchmarks/results/ge2e_small_eer.json"
 DEFAULT_RESEMBLYZER = REPO / "benchmarks/results/resemblyzer_eer.json"
@@ -94,10 +105,34 @@ def training_facts(model: SpeakerEncoder, exp: Path | None) -> dict[str, Any]:
         "step": meta.get("step"),
         "val_eer": meta.get("val_eer", meta.get("best_val_eer")),
     }
+    facts["utterances_per_step"] = (data.get("speakers_per_batch") or 0) * (data.get("utterances_per_speaker") or 0)
+    facts["init"] = cfg.get("init") or ""
     csv_path = exp / "metrics.csv" if exp is not None else None
     if csv_path is not None and csv_path.is_file():
         facts.update(_wall_time(csv_path, meta.get("step")))
     return facts
+
+
+def compute(training: dict[str, Any]) -> dict[str, Any]:
+    """Steps, utterances and CPU-hours of a model, its warm-start lineage included."""
+    own = {
+        "steps": training.get("step") or 0,
+        "utterances": (training.get("step") or 0) * training.get("utterances_per_step", 0),
+        "hours": training.get("train_seconds", 0) / 3600,
+    }
+    before = training.get("lineage") or {"steps": 0, "utterances": 0, "hours": 0.0}
+    return {k: own[k] + before[k] for k in own}
+
+
+def lineage(training: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The compute of the model this one was warm-started from, when that is the bundled model ``previous``."""
+    if previous is None or Path(training.get("init") or "").resolve() != DEFAULT_MODEL.resolve():
+        return None
+    before = previous["training"]
+    if "utterances_per_step" not in before:  # records from before the field: a batch is "N speakers x M ..."
+        n, _, m, *_ = before["batch"].split()
+        before = {**before, "utterances_per_step": int(n) * int(m)}
+    return compute(before)
 
 
 def _wall_time(path: Path, upto: int | None) -> dict[str, Any]:
@@ -130,6 +165,13 @@ def render(record: dict[str, Any], resemblyzer: dict[str, Any] | None) -> str:
         f" with projection {m['proj_size']}" if m["proj_size"] else f", linear {m['hidden_size']}"
     )
     hours = f"{t['train_seconds'] / 3600:.1f} h ({t['seconds_per_step']:.2f} s/step)" if "train_seconds" in t else "-"
+    total = compute(t)
+    warm = (
+        f"; it started from the weights of the previous bundled model ({t['lineage']['steps']:,} steps, "
+        f"{t['lineage']['utterances']:,} utterances, {t['lineage']['hours']:.1f} CPU-hours)"
+        if t.get("lineage")
+        else ""
+    )
     lines = [
         "# Model card: the bundled `ge2e_small` speaker encoder",
         "",
@@ -156,7 +198,9 @@ def render(record: dict[str, Any], resemblyzer: dict[str, Any] | None) -> str:
         f"- Validation (checkpoint selection): {', '.join(f'`{s}`' for s in t['val_splits'])}.",
         f"- Loss: GE2E ({t['loss']}); batch {t['batch']}, random crops of {t['crop_frames']} frames; {t['optimizer']}.",
         f"- Checkpoint: step {t['step']}, validation EER {_pct(t['val_eer'])} (mean of the dev sources).",
-        f"- Training wall time to that step: {hours}, from the experiment's metrics.csv.",
+        f"- Training wall time to that step: {hours}, one CPU core, from the experiment's metrics.csv{warm}.",
+        f"- Training compute in all: **{total['steps']:,} steps, {total['utterances']:,} utterance crops, "
+        f"{total['hours']:.1f} CPU-hours**.",
         "",
         "## Decision threshold",
         "",
@@ -206,6 +250,14 @@ def render(record: dict[str, Any], resemblyzer: dict[str, Any] | None) -> str:
             lines.append(
                 f"| {name} | {_pct(r['eer'])} | {_pct(b['eer'])} | {r['min_dcf_0.01']:.3f} | "
                 f"{b['min_dcf_0.01']:.3f} | {r['n_trials']} / {b['n_trials']} |"
+            )
+        both = [n for n in res if n in resemblyzer["lists"]]
+        if both:
+            ours = float(np.mean([res[n]["eer"] for n in both]))
+            theirs = float(np.mean([resemblyzer["lists"][n]["eer"] for n in both]))
+            lines.append(
+                f"| **mean of {len(both)} lists** | **{_pct(ours)}** | **{_pct(theirs)}** | | | "
+                f"ratio {ours / theirs:.2f}x |"
             )
         lines += [
             "",
@@ -280,8 +332,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     exp = Path(args.exp) if args.exp else Path((model.meta.get("config") or {}).get("out_dir", "exp/none"))
     training = training_facts(model, exp)
-    if "train_seconds" not in training and previous and previous.get("model_sha256") == sha:
+    if previous and previous.get("model_sha256") == sha:
         training = previous["training"]  # the experiment folder is not in git: keep what the first run measured
+    else:
+        training["lineage"] = lineage(training, previous)
     model_path = Path(args.model).resolve()
     record = {
         "model": str(model_path.relative_to(REPO) if model_path.is_relative_to(REPO) else model_path),
