@@ -8,13 +8,15 @@ zero left-padding in "pad" mode, and the ``min_utterances`` filter.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from ge2e.config import DataConfig
-from ge2e.data.sampler import BatchDataset, SpeakerPool
+from ge2e.config import DataConfig, SourceConfig
+from ge2e.data.sampler import BatchDataset, SpeakerPool, data_root, resolve_speakers
 from ge2e.errors import ConfigError
-from synthetic import LabelledCache
+from synthetic import LabelledCache, make_cache
 
 SPEAKER, UTTERANCE, OFFSET, REAL = 0, 1, 2, 3
 
@@ -99,3 +101,44 @@ def test_min_utterances_filter():
     cfg = DataConfig(speakers_per_batch=2, utterances_per_speaker=2, min_utterances=4)
     with pytest.raises(ConfigError, match="1 speakers"):
         BatchDataset([pool], cfg, seed=0)
+
+
+def test_batches_are_a_pure_function_of_seed_rank_and_step():
+    cfg = DataConfig(speakers_per_batch=2, utterances_per_speaker=2, min_frames=20, max_frames=40)
+    pools = [long_pool(4)]
+    first = BatchDataset(pools, cfg, seed=5, rank=1, steps=30)
+    assert len(first) == 30
+    assert (first[7][0] == BatchDataset(pools, cfg, seed=5, rank=1)[7][0]).all()
+    for other in (BatchDataset(pools, cfg, seed=6, rank=1), BatchDataset(pools, cfg, seed=5, rank=0)):
+        assert any(other[k][0].shape != first[k][0].shape or (other[k][0] != first[k][0]).any() for k in range(5))
+    with pytest.raises(ConfigError, match="min_frames <= max_frames"):
+        BatchDataset(pools, DataConfig(speakers_per_batch=2, min_frames=50, max_frames=40), seed=0)
+    with pytest.raises(ConfigError, match="1 <= min_frames"):
+        BatchDataset(pools, DataConfig(speakers_per_batch=2, min_frames=0, max_frames=40), seed=0)
+
+
+def test_speakers_from_lists_and_official_splits(tmp_path, monkeypatch):
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / "Corp.dev.txt").write_text("a\nb  # comment\n\n")
+    listed = tmp_path / "mine.txt"
+    listed.write_text("Other/x\n")
+    monkeypatch.setenv("GE2E_DATA", str(tmp_path))
+    assert data_root() == tmp_path
+    assert resolve_speakers([]) is None
+    assert resolve_speakers(["Corp.dev"]) == {"Corp/a", "Corp/b"}
+    assert resolve_speakers([str(listed), "Corp.dev"]) == {"Other/x", "Corp/a", "Corp/b"}
+    with pytest.raises(ConfigError, match=r"expected '<corpus>\.<split>'"):
+        resolve_speakers(["nodot"])
+    monkeypatch.delenv("GE2E_DATA")
+    assert data_root() == Path("../shared/data")
+
+
+def test_pool_from_a_prepared_cache_keeps_the_listed_speakers(tmp_path):
+    cache = make_cache(tmp_path, speakers=3, utterances=2)
+    listed = tmp_path / "two.txt"
+    listed.write_text("synth/spk0\nsynth/spk2\n")
+    pool = SpeakerPool.from_source(SourceConfig(cache=str(cache), splits=[str(listed)]), min_utterances=2)
+    assert pool.speakers == ["synth/spk0", "synth/spk2"] and len(pool) == 2
+    assert pool.name == f"{cache}:*"
+    assert [sorted(pool.cache.utterances[i].speaker for i in g) for g in pool.groups] == [["spk0"] * 2, ["spk2"] * 2]
+    assert len(SpeakerPool.from_source(SourceConfig(cache=str(cache)), min_utterances=3)) == 0
