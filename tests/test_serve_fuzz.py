@@ -20,8 +20,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from ge2e.inference import model_fingerprint
 from ge2e.model import SpeakerEncoder
-from ge2e.serve import ServeConfig, SpeakerStore, create_app, model_id
+from ge2e.serve import ServeConfig, SpeakerStore, create_app
 from ge2e.serve.keys import KeyStore, Role
 from serve_server import KEY, tiny_model
 
@@ -33,7 +34,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> tuple[schemathesis.BaseSchema, dict[str, str]]:
     tmp = tmp_path_factory.mktemp("fuzz")
     model = SpeakerEncoder.load(tiny_model(tmp / "tiny.pt"))
-    fingerprint = model_id(model)
+    fingerprint = model_fingerprint(model)[:16]
     store = SpeakerStore(tmp / "db.sqlite", fingerprint, model.embedding_size)
     _, verify_key = KeyStore(store.db).add("other", Role.VERIFY)
     config = ServeConfig(threshold=0.5, max_upload_bytes=256 * 1024, max_audio_seconds=5, rate_per_minute=0)

@@ -5,7 +5,7 @@ belong to tenants and have roles; a tenant sees only its own speakers. See docs/
 """
 
 from ge2e.serve.app import create_app
-from ge2e.serve.service import ServeConfig, model_id
+from ge2e.serve.service import ServeConfig
 from ge2e.serve.store import SpeakerStore
 
-__all__ = ["ServeConfig", "SpeakerStore", "create_app", "model_id"]
+__all__ = ["ServeConfig", "SpeakerStore", "create_app"]

@@ -24,11 +24,11 @@ def create_app(model: Encoder, store: SpeakerStore, keys: list[str], config: Ser
     """The ASGI application (run it with uvicorn; ``ge2e serve`` does).
 
     Args:
-        model: the encoder; its ``audio`` config is the front end applied to uploads.
+        model: any :class:`ge2e.inference.Encoder`; its ``audio`` config is the front end applied to uploads.
         store: the speaker database, opened for the same ``model_id``; its API keys are accepted.
         keys: admin keys of the ``default`` tenant besides the database's (``GE2E_API_KEYS``, a key file).
         config: limits and the decision threshold.
-        model_id: fingerprint of ``model`` (:func:`ge2e.serve.model_id`).
+        model_id: the id of ``model``'s d-vectors (:func:`ge2e.inference.model_fingerprint`, 16 digits).
     """
     svc = Service(model, store, KeyStore(store.db, keys), config, model_id)
 

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 import numpy as np
 from starlette.requests import Request
 
 from ge2e import __version__
 from ge2e.audio import preprocess
-from ge2e.config import AudioConfig
 from ge2e.errors import AudioError
+from ge2e.inference import Encoder, embed_mels
 from ge2e.serve.body import read_body
 from ge2e.serve.errors import ApiError, audio_error
 from ge2e.serve.keys import KeyStore
@@ -22,17 +20,6 @@ from ge2e.serve.limiter import InferenceLimiter, RateLimiter
 from ge2e.serve.metrics import Metrics
 from ge2e.serve.store import SpeakerStore
 from ge2e.serve.uploads import Upload, decode, parse_uploads
-
-
-class Encoder(Protocol):
-    """What the service needs of a model (:class:`ge2e.model.SpeakerEncoder` is one)."""
-
-    audio: AudioConfig
-
-    @property
-    def embedding_size(self) -> int: ...
-
-    def embed_mel(self, mel: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -48,17 +35,6 @@ class ServeConfig:
     retry_after_s: int = 1
     read_timeout_s: float = 30.0
     rate_per_minute: int = 600
-
-
-def model_id(model: Any) -> str:
-    """Fingerprint of an encoder's weights and configs (16 hex digits): d-vectors are comparable iff it matches."""
-    digest = hashlib.sha256()
-    for key in ("config", "audio", "inference"):
-        digest.update(repr(getattr(model, key, None)).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def decision(score: float, threshold: float) -> str:
@@ -108,7 +84,7 @@ class Service:
                 mel = preprocess(decoded.samples, decoded.sample_rate, cfg=audio, name=label)
             except AudioError as exc:
                 raise audio_error(exc, label) from None
-            dvector = np.asarray(self.model.embed_mel(mel), dtype=np.float32)
+            dvector = embed_mels(self.model, [mel])[0].numpy()
             if not np.isfinite(dvector).all():
                 raise ApiError(422, "unusable_audio", f"{label}: the model gave a non-finite d-vector for it")
             self.metrics.observe(
@@ -123,7 +99,7 @@ class Service:
         audio = self.model.audio
         noise = np.random.default_rng(0).normal(0, 0.1, audio.sample_rate).astype(np.float32)
         with contextlib.suppress(AudioError):
-            self.model.embed_mel(preprocess(noise, audio.sample_rate, cfg=audio, name="warm-up"))
+            embed_mels(self.model, [preprocess(noise, audio.sample_rate, cfg=audio, name="warm-up")])
 
     def gauges(self) -> list[tuple[str, str, float, tuple[tuple[str, str], ...]]]:
         speakers, enrollments = self.store.counts()
