@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 
 from ge2e.config import AudioConfig, InferenceConfig, LossConfig, ModelConfig
-from ge2e.inference import average_embeddings, embed_files, embed_frames, normalize_average
+from ge2e.inference import average_embeddings, embed_files, embed_frames, model_fingerprint, normalize_average
 from ge2e.loss import GE2ELoss, TE2ELoss, build_loss, enrollment_indices
 from ge2e.model import SpeakerEncoder
 
@@ -121,3 +121,31 @@ def test_embed_files_batches_and_reports_each_bad_file(tmp_path, caplog):
     np.testing.assert_array_equal(mapping[str(paths[3])], result.embeddings[3])
     empty = embed_files(model, [missing], progress=False)
     assert empty.embeddings.shape == (0, 8) and empty.embeddings.dtype == np.float32 and empty.paths == []
+
+
+def test_model_fingerprint_follows_weights_and_settings_unless_the_file_gave_one():
+    torch.manual_seed(0)
+    tiny = ModelConfig(hidden_size=8, proj_size=0, num_layers=1)
+    a = SpeakerEncoder(tiny, audio=AudioConfig(vad=False))
+    same = SpeakerEncoder(tiny, audio=AudioConfig(vad=False))
+    same.load_state_dict(a.state_dict())
+    assert model_fingerprint(a) == model_fingerprint(same) and len(model_fingerprint(a)) == 64
+    other_audio = SpeakerEncoder(tiny, audio=AudioConfig(vad=True))
+    other_audio.load_state_dict(a.state_dict())
+    other_window = SpeakerEncoder(tiny, audio=AudioConfig(vad=False), inference=InferenceConfig(window_frames=100))
+    other_window.load_state_dict(a.state_dict())
+    with torch.no_grad():
+        same.linear.bias[0] += 1e-3
+    prints = {model_fingerprint(m) for m in (a, same, other_audio, other_window)}
+    assert len(prints) == 4
+    a.fingerprint = "sha256-of-the-file"
+    assert model_fingerprint(a) == "sha256-of-the-file"
+
+
+def test_speaker_embedding_of_arrays_uses_their_rate():
+    model = SpeakerEncoder(ModelConfig(hidden_size=8, proj_size=0, num_layers=1), audio=AudioConfig(vad=False))
+    t = np.arange(8_000) / 8_000
+    clips = [(0.3 * np.sin(2 * np.pi * f * t)).astype(np.float32) for f in (150, 210)]
+    got = model.embed_speaker(clips, sr=8_000)
+    expected = average_embeddings([model.embed_utterance(c, sr=8_000) for c in clips])
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
