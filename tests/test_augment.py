@@ -1,4 +1,4 @@
-"""Waveform augmentation: speed perturbation, additive noise at an SNR, simulated reverberation."""
+"""Waveform augmentation: speed perturbation, additive noise at an SNR, simulated reverberation, telephone line."""
 
 from __future__ import annotations
 
@@ -107,3 +107,36 @@ def test_parse_augment() -> None:
     assert variants(["speed", "noise"]) == ["speed0.9", "speed1.1", "noise"]
     with pytest.raises(Ge2eError, match="pitch"):
         parse_augment("speed,pitch")
+
+
+def band_power(x: np.ndarray, low: float, high: float) -> float:
+    spectrum = np.abs(np.fft.rfft(x)) ** 2
+    freqs = np.fft.rfftfreq(len(x), 1.0 / SR)
+    return float(spectrum[(freqs >= low) & (freqs < high)].sum())
+
+
+@pytest.mark.parametrize("codec", ["ULAW", "GSM610"])
+def test_telephone_keeps_the_voice_band_only(codec: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ge2e.data import augment as module
+
+    monkeypatch.setattr(module, "PHONE_CODECS", (codec,))
+    rng = np.random.default_rng(0)
+    wav = (0.1 * rng.standard_normal(SR)).astype(np.float32)  # white: power in every band
+    phone = augment(wav, SR, "telephone", rng_for(0, "x.wav", "telephone"))
+    assert phone.shape == wav.shape and phone.dtype == np.float32
+    # outside 300-3400 Hz little power is left: none above the 8 kHz line's band, a few % of codec noise (GSM's)
+    # below it; inside, most of it passes
+    assert band_power(phone, 3_600, 8_000) < 0.01 * band_power(wav, 3_600, 8_000)
+    assert band_power(phone, 0, 250) < 0.05 * band_power(wav, 0, 250)
+    assert band_power(phone, 500, 3_200) > 0.3 * band_power(wav, 500, 3_200)
+    # the codec changes the waveform: not just a filter
+    clean = module.band_limit(wav, SR, *module.PHONE_BAND_HZ)
+    assert not np.allclose(phone, clean, atol=1e-3)
+
+
+def test_telephone_is_deterministic_and_listed() -> None:
+    wav = harmonic()
+    a = augment(wav, SR, "telephone", rng_for(0, "x.wav", "telephone"))
+    np.testing.assert_array_equal(a, augment(wav, SR, "telephone", rng_for(0, "x.wav", "telephone")))
+    assert parse_augment("telephone,noise") == ["noise", "telephone"]
+    assert variants(["telephone"]) == ["telephone"]

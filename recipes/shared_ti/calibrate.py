@@ -2,8 +2,9 @@
 
 The threshold is the equal-error-rate threshold of the dev trials pooled across lists (DSPSpeech-20.dev,
 speech_commands_v0.02_test.dev, speechocean762.dev and wuw2.dev by default): the dev speakers are never trained on
-and never used for reported figures, which come from the test lists (``model_card.py``). The record is written beside the checkpoint
-(``ge2e_small.pt`` -> ``ge2e_small.json``), tied to its SHA-256, and read by :func:`ge2e.api.load_model`.
+and never used for reported figures, which come from the test lists (``model_card.py``). The record is written
+beside the checkpoint (``ge2e_small.pt`` -> ``ge2e_small.json``), tied to its SHA-256, and read by
+:func:`ge2e.api.load_model`.
 
     python recipes/shared_ti/calibrate.py --model src/ge2e/pretrained/ge2e_small.pt
 """

@@ -28,7 +28,9 @@ def register(subparsers: Any) -> None:
     keep.add_argument("--speakers", nargs="+", metavar="ID", help="keep only these speaker ids or corpus/id keys")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2; <= 1: no pool)")
     p.add_argument("--shard-size", type=int, default=500, help="utterances per shard (default 500)")
-    p.add_argument("--augment", default="", metavar="KINDS", help="comma list of speed,noise,reverb (default none)")
+    p.add_argument(
+        "--augment", default="", metavar="KINDS", help="comma list of speed,noise,reverb,telephone (default none)"
+    )
     p.add_argument("--noise-dir", metavar="DIR", help="noise recordings for --augment noise (default: generated)")
     p.add_argument("--seed", type=int, default=0, help="augmentation seed (default 0)")
     p.add_argument("--config", metavar="YAML", help="training config whose audio section sets the front end")

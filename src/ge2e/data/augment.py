@@ -6,6 +6,8 @@
   excerpt of a noise file from a folder when one is given.
 - ``reverb``: convolution with a simulated room impulse response: exponentially decaying Gaussian noise with a
   random RT60 in 0.2-0.8 s.
+- ``telephone``: the narrowband telephone channel users feed a model: resampled to 8 kHz, band-limited to
+  300-3400 Hz, then coded with G.711 mu-law or GSM 06.10 (13 kbit/s), both through libsndfile, and resampled back.
 
 All randomness comes from :func:`rng_for`, seeded by (seed, path, kind), so a copy is the same on every run
 and in every worker process.
@@ -14,21 +16,26 @@ and in every worker process.
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import soxr
 
 from ge2e.audio import load_audio
 from ge2e.errors import Ge2eError
 
-AUGMENTATIONS = ("speed", "noise", "reverb")
+AUGMENTATIONS = ("speed", "noise", "reverb", "telephone")
 SPEED_FACTORS = (0.9, 1.1)
 SNR_RANGE_DB = (5.0, 20.0)
 RT60_RANGE_S = (0.2, 0.8)
 NOISE_BETA_RANGE = (0.0, 2.0)  # spectral slope: 0 white, 1 pink, 2 brown
 DECAY_60DB = np.log(1000.0)  # amplitude falls by 60 dB (x 1/1000) over RT60 seconds
+PHONE_RATE = 8_000
+PHONE_BAND_HZ = (300.0, 3_400.0)  # the ITU-T telephone band
+PHONE_CODECS = ("ULAW", "GSM610")  # G.711 mu-law (64 kbit/s) and GSM full rate (13 kbit/s), libsndfile subtypes
 
 
 def parse_augment(spec: str | Sequence[str] | None) -> list[str]:
@@ -109,6 +116,34 @@ def reverberate(wav: np.ndarray, rir: np.ndarray) -> np.ndarray:
     return full[: len(wav)].astype(np.float32)
 
 
+def band_limit(wav: np.ndarray, sr: int, low: float, high: float) -> np.ndarray:
+    """(L,) ``wav`` with every frequency outside [low, high] Hz removed (FFT mask) -> float32."""
+    spectrum = np.fft.rfft(wav)
+    freqs = np.fft.rfftfreq(len(wav), 1.0 / sr)
+    spectrum[(freqs < low) | (freqs > high)] = 0.0
+    return np.fft.irfft(spectrum, n=len(wav)).astype(np.float32)
+
+
+def codec_round_trip(wav: np.ndarray, sr: int, subtype: str) -> np.ndarray:
+    """(L,) ``wav`` encoded as a WAV of libsndfile ``subtype`` (e.g. ULAW, GSM610) and decoded again."""
+    buffer = io.BytesIO()
+    peak = float(np.max(np.abs(wav))) if len(wav) else 0.0
+    scale = 0.99 / peak if peak > 0.99 else 1.0  # the codecs clip at full scale
+    sf.write(buffer, wav * scale, sr, format="WAV", subtype=subtype)
+    buffer.seek(0)
+    decoded, _ = sf.read(buffer, dtype="float32")
+    return decoded[: len(wav)] / scale  # GSM pads to whole 20 ms frames
+
+
+def telephone(wav: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """(L,) ``wav`` through a simulated telephone line (module docstring), back at ``sr`` -> float32."""
+    narrow = soxr.resample(wav, sr, PHONE_RATE, quality="HQ")
+    narrow = band_limit(narrow, PHONE_RATE, *PHONE_BAND_HZ)
+    narrow = codec_round_trip(narrow, PHONE_RATE, PHONE_CODECS[int(rng.integers(len(PHONE_CODECS)))])
+    wide = soxr.resample(narrow, PHONE_RATE, sr, quality="HQ")
+    return np.resize(wide, len(wav)).astype(np.float32)
+
+
 def list_noise_files(folder: str | Path) -> list[str]:
     """Sorted audio files under ``folder`` (sorted so the per-file choice is reproducible)."""
     from ge2e.data.readers import AUDIO_EXTENSIONS
@@ -134,11 +169,13 @@ def _noise_for(length: int, sr: int, rng: np.random.Generator, noise_files: Sequ
 def augment(
     wav: np.ndarray, sr: int, variant: str, rng: np.random.Generator, noise_files: Sequence[str] = ()
 ) -> np.ndarray:
-    """Apply one variant (``speed0.9``, ``speed1.1``, ``noise``, ``reverb``) to (L,) float32 samples."""
+    """Apply one variant (``speed0.9``, ``speed1.1``, ``noise``, ``reverb``, ``telephone``) to (L,) samples."""
     if variant.startswith("speed"):
         return speed_perturb(wav, sr, float(variant.removeprefix("speed")))
     if variant == "noise":
         return add_noise(wav, _noise_for(len(wav), sr, rng, noise_files), float(rng.uniform(*SNR_RANGE_DB)))
     if variant == "reverb":
         return reverberate(wav, simulated_rir(sr, float(rng.uniform(*RT60_RANGE_S)), rng))
+    if variant == "telephone":
+        return telephone(wav, sr, rng)
     raise ValueError(f"unknown augmentation variant {variant!r}")
