@@ -10,7 +10,7 @@ import numpy as np
 import soundfile as sf
 
 from ge2e.config import AudioConfig, DataConfig, ModelConfig, OptimConfig, SourceConfig, TrainConfig, ValConfig
-from ge2e.data.cache import prepare
+from ge2e.data.prepare import prepare
 from ge2e.data.readers import Utterance
 
 SR = 16_000

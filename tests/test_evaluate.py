@@ -13,7 +13,7 @@ import torch
 
 from ge2e.cli import main
 from ge2e.config import AudioConfig, ModelConfig
-from ge2e.data.cache import prepare
+from ge2e.data.prepare import prepare
 from ge2e.data.readers import Utterance, read_corpus
 from ge2e.evaluate import (
     EmbeddingStore,

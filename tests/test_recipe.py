@@ -31,7 +31,7 @@ from ge2e.config import (
     SourceConfig,
     TrainConfig,
 )
-from ge2e.data.cache import prepare
+from ge2e.data.prepare import prepare
 from ge2e.data.readers import Utterance, read_corpus
 from ge2e.data.sampler import BatchDataset, SpeakerPool, fit_length
 from ge2e.errors import ConfigError, Ge2eError

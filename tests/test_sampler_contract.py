@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from ge2e.config import DataConfig, SourceConfig
-from ge2e.data.sampler import BatchDataset, SpeakerPool, data_root, resolve_speakers
+from ge2e.data.sampler import BatchDataset, SpeakerPool
+from ge2e.data.splits import data_root, resolve_speakers
 from ge2e.errors import ConfigError
 from synthetic import LabelledCache, make_cache
 

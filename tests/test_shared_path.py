@@ -166,11 +166,12 @@ def test_every_input_kind_gives_the_same_dvector(models: dict[str, Path], libri:
 
 
 def test_cache_features_are_the_front_ends(models: dict[str, Path], libri: dict[str, list[Path]]) -> None:
-    from ge2e.data.cache import FEATURE_DTYPE, _Featurizer
+    from ge2e.data.cache import FEATURE_DTYPE
+    from ge2e.data.featurize import Featurizer
 
     model = load_model(models["pt"])
     clip = next(iter(libri.values()))[0]
-    feats, problem = _Featurizer(vars(model.audio), [], 0)((str(clip), ""))
+    feats, problem = Featurizer(vars(model.audio), [], 0)((str(clip), ""))
     assert problem == ""
     np.testing.assert_array_equal(feats, preprocess(clip, cfg=model.audio).astype(FEATURE_DTYPE))
 

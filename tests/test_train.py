@@ -20,7 +20,8 @@ from ge2e.config import (
     TrainConfig,
     save_config,
 )
-from ge2e.data.cache import FeatureCache, prepare
+from ge2e.data.cache import FeatureCache
+from ge2e.data.prepare import prepare
 from ge2e.data.readers import read_corpus
 from ge2e.data.sampler import BatchDataset, SpeakerPool
 from ge2e.model import SpeakerEncoder

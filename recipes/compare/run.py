@@ -27,7 +27,7 @@ import torch
 from ge2e.config import apply_overrides, load_config
 from ge2e.data.cache import FeatureCache
 from ge2e.data.readers import Utterance
-from ge2e.data.sampler import data_root, resolve_speakers
+from ge2e.data.splits import data_root, resolve_speakers
 from ge2e.evaluate import (
     EmbeddingStore,
     EvalOptions,

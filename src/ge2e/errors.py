@@ -13,22 +13,29 @@ class ConfigError(Ge2eError):
     """A configuration file or value is invalid."""
 
 
-class CheckpointError(Ge2eError):
+def printable(name: str | Path) -> str:
+    """``name`` with control characters escaped (``a\\nb.wav``), so that it stays on its one line."""
+    text = str(name)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+class PathError(Ge2eError):
+    """A problem with one file or folder: ``path``, and ``problem`` in a few words; printed ``path: problem``."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{printable(path)}: {problem}")
+
+
+class CheckpointError(PathError):
     """A model file is missing, corrupt, or not a ge2e checkpoint."""
 
-    def __init__(self, path: str | Path, problem: str) -> None:
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
 
-
-class AudioError(Ge2eError):
+class AudioError(PathError):
     """Audio could not be turned into features. ``path`` names the file (or ``<array>``)."""
-
-    def __init__(self, path: str | Path, problem: str) -> None:
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
 
 
 class AudioFileMissing(AudioError):
@@ -53,3 +60,8 @@ class NoSpeechError(AudioError):
 
 class AudioTooShort(AudioError):
     """Less audio (or speech) than the minimum duration."""
+
+
+class OutputError(PathError):
+    """An output file or folder cannot be written (read-only, permissions, disk full)."""
+

@@ -243,7 +243,7 @@ def cohort_embeddings(
     Each speaker of ``splits`` (official split names such as ``LibriSpeech.train``, or speaker-list files) in
     the feature cache contributes the mean d-vector of its first ``per_speaker`` original utterances.
     """
-    from ge2e.data.sampler import resolve_speakers
+    from ge2e.data.splits import resolve_speakers
 
     cache = FeatureCache(cache_dir)
     lookup = FeatureLookup([cache], model)

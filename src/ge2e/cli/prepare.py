@@ -40,7 +40,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ge2e.config import AudioConfig, load_config
-    from ge2e.data.cache import prepare
+    from ge2e.data.prepare import prepare
     from ge2e.data.readers import read_corpus, read_speaker_list
     from ge2e.errors import Ge2eError
 

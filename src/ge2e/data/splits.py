@@ -1,0 +1,33 @@
+"""Corpus splits: which speakers an official split (``<corpus>.<split>``) or a speaker-list file names.
+
+Training sources, evaluation and the recipes all select speakers through :func:`resolve_speakers`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ge2e.data.readers import load_split, read_speaker_list
+from ge2e.errors import ConfigError
+
+
+def data_root() -> Path:
+    """The shared corpora folder: ``$GE2E_DATA`` or ``../shared/data``."""
+    return Path(os.environ.get("GE2E_DATA", "../shared/data"))
+
+
+def resolve_speakers(splits: list[str]) -> set[str] | None:
+    """Speaker keys ``"<corpus>/<speaker>"`` of the named official splits or speaker-list files."""
+    if not splits:
+        return None
+    keys: set[str] = set()
+    for item in splits:
+        if Path(item).suffix == ".txt" and Path(item).exists():
+            keys |= read_speaker_list(item)
+            continue
+        corpus, _, split = item.rpartition(".")
+        if not corpus:
+            raise ConfigError(f"split {item!r}: expected '<corpus>.<split>' or a speaker-list .txt file")
+        keys |= {f"{corpus}/{spk}" for spk in load_split(data_root(), corpus, split)}
+    return keys
