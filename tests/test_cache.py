@@ -67,7 +67,8 @@ def test_prepare_skips_bad_files_and_round_trips(
     out, report = prepared
     assert report.utterances == 3 and report.new_utterances == 3
     assert sorted(Path(p).name for p, _ in report.skipped) == ["corrupt.wav", "empty.flac"]
-    assert all("cannot decode" in problem for _, problem in report.skipped)
+    problems = {Path(p).name: problem for p, problem in report.skipped}
+    assert "cannot decode" in problems["corrupt.wav"] and problems["empty.flac"] == "empty file (0 bytes)"
     errors = (out / "errors.tsv").read_text().splitlines()
     assert errors[0] == "path\tproblem" and len(errors) == 3
     assert sorted(p.name for p in out.glob("shard-*.npy")) == ["shard-00000.npy", "shard-00001.npy", "shard-00002.npy"]

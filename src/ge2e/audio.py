@@ -6,10 +6,14 @@ names the file (arrays are named ``<array>``), so a data-preparation run can log
 
 from __future__ import annotations
 
+import errno
 import functools
 import io
 import logging
+import os
+import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -33,12 +37,15 @@ from ge2e.errors import (
     EmptyAudio,
     NonFiniteAudio,
     NoSpeechError,
+    printable,
 )
+from ge2e.files import os_problem
 
 logger = logging.getLogger(__name__)
 
 ARRAY_NAME = "<array>"
 MIN_SAMPLE_RATE = 4_000  # below this no speech band survives; such a rate is a caller bug, not a recording
+WIDEBAND_RATE = 16_000  # below this rate the speech band above 4-8 kHz is missing (telephone, narrowband)
 MAX_CHANNELS = 16  # a 2-D array with more "channels" than this is taken as a shape mistake
 SILENCE_DBFS = -80.0  # peak level under which a recording is silent (16-bit dither sits near -90 dBFS)
 LOG_FLOOR = 1e-6  # added to mel energies before the log, so silent frames stay finite
@@ -48,6 +55,16 @@ VAD_MIN_REGION_MS = 100  # shorter speech regions are dropped; silero's 250 ms d
 FFMPEG_EXTENSIONS = frozenset({".m4a", ".aac", ".mp4", ".m4b", ".3gp", ".amr", ".wma", ".webm", ".mka", ".mkv"})
 
 Source = str | Path | bytes | np.ndarray | tuple[np.ndarray, int]
+
+# libsndfile's header log, e.g. "data : 32000 (should be 15978)": the data chunk promises more than the file holds
+_SHORT_DATA = re.compile(r"^data\s*:\s*(\d+) \(should be (\d+)\)", re.MULTILINE)
+_FILE_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+_warned_rates: set[int] = set()  # sample rates already warned about as narrowband, one warning per rate
 
 
 # ---------------------------------------------------------------------------------------------------- loading
@@ -80,7 +97,12 @@ def _to_mono(data: np.ndarray, name: str) -> np.ndarray:
     channels = data.shape[1] if frames_first else data.shape[0]
     if channels > MAX_CHANNELS:
         raise AudioError(name, f"cannot tell samples from channels in shape {data.shape}")
-    return data.mean(axis=1 if frames_first else 0, dtype=np.float32)
+    return _average_channels(data, axis=1 if frames_first else 0)
+
+
+def _average_channels(data: np.ndarray, axis: int) -> np.ndarray:
+    # in float64: float32 sums of finite samples near +-3e38 overflow into infinities
+    return data.mean(axis=axis, dtype=np.float64).astype(np.float32)
 
 
 def _first_line(exc: Exception) -> str:
@@ -90,9 +112,16 @@ def _first_line(exc: Exception) -> str:
 def _read_soundfile(data: str | Path | io.BytesIO, name: str) -> tuple[np.ndarray, int]:
     """Decode with soundfile -> ((L, C) float32, sample rate in Hz); every failure becomes an AudioDecodeError."""
     try:
-        frames, sr = sf.read(data, dtype="float32", always_2d=True)
+        with sf.SoundFile(data) as f:
+            frames, sr, log = f.read(dtype="float32", always_2d=True), f.samplerate, f.extra_info
     except Exception as exc:  # libsndfile and its codecs raise several types; all mean "cannot decode"
         raise AudioDecodeError(name, f"cannot decode audio ({_first_line(exc)})") from exc
+    short = _SHORT_DATA.search(log)
+    if short:
+        logger.warning(
+            "%s: truncated file: its header promises %s bytes of audio, the file holds %s",
+            printable(name), short[1], short[2],
+        )  # fmt: skip
     return frames, int(sr)
 
 
@@ -125,12 +154,38 @@ def _decode_bytes(data: bytes, name: str, sr: int) -> tuple[np.ndarray, int]:
         return _read_ffmpeg(Path(tmp.name), name, sr)
 
 
+def _check_regular_file(path: Path) -> None:
+    """Fail on anything but a readable, non-empty regular file (after links), without ever blocking: a FIFO
+    would make a decoder wait forever for a writer."""
+    try:
+        # O_NONBLOCK: opening a FIFO for reading returns at once instead of waiting for a writer
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise AudioFileMissing(path, "dangling symbolic link (its target does not exist)") from None
+        raise AudioFileMissing(path, "file not found") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise AudioDecodeError(path, "symbolic link loop") from None
+        if exc.errno == errno.EISDIR:
+            raise AudioDecodeError(path, "is a folder, not an audio file") from None
+        raise AudioDecodeError(path, f"cannot open ({os_problem(exc)})") from None
+    try:
+        info = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if stat.S_ISDIR(info.st_mode):
+        raise AudioDecodeError(path, "is a folder, not an audio file")
+    if not stat.S_ISREG(info.st_mode):
+        kind = _FILE_KINDS.get(stat.S_IFMT(info.st_mode), "a special file")
+        raise AudioDecodeError(path, f"not a regular file ({kind})")
+    if info.st_size == 0:
+        raise EmptyAudio(path, "empty file (0 bytes)")
+
+
 def _read_file(path: Path, sr: int) -> tuple[np.ndarray, int]:
     """Decode a file -> ((L, C) float32, sample rate in Hz): soundfile, or ffmpeg for the containers it lacks."""
-    if not path.exists():
-        raise AudioFileMissing(path, "file not found")
-    if path.is_dir():
-        raise AudioDecodeError(path, "is a directory, not an audio file")
+    _check_regular_file(path)
     if path.suffix.lower() in FFMPEG_EXTENSIONS:
         return _read_ffmpeg(path, str(path), sr)
     return _read_soundfile(path, str(path))
@@ -175,7 +230,7 @@ def load_audio(source: Source, sr: int | None = None, target_sr: int = 16_000) -
             frames, sr = _read_file(Path(source), target_sr)
         if frames.size == 0:
             raise EmptyAudio(name, "no samples")
-        wav = frames.mean(axis=1, dtype=np.float32)  # decoded layout is always (L, C)
+        wav = _average_channels(frames, axis=1)  # decoded layout is always (L, C)
     else:
         raise TypeError(
             f"audio must be a path, bytes, an array or an (array, sr) tuple, got {type(source).__name__}"
@@ -184,6 +239,12 @@ def load_audio(source: Source, sr: int | None = None, target_sr: int = 16_000) -
         raise AudioError(name, f"unsupported sample rate {sr} Hz (need >= {MIN_SAMPLE_RATE} Hz)")
     if not np.isfinite(wav).all():
         raise NonFiniteAudio(name, f"{int((~np.isfinite(wav)).sum())} NaN or infinite samples")
+    if sr < min(target_sr, WIDEBAND_RATE) and sr not in _warned_rates:
+        _warned_rates.add(sr)
+        logger.warning(
+            "%s: narrowband audio (%d Hz): nothing above %d Hz to hear, so scores are less reliable than on "
+            "16 kHz audio (not repeated for other %d Hz files)", printable(name), sr, sr // 2, sr,
+        )  # fmt: skip
     if sr != target_sr:
         wav = soxr.resample(wav, sr, target_sr, quality="HQ")
     return np.ascontiguousarray(wav, dtype=np.float32)

@@ -18,6 +18,7 @@ from typing import IO, Any
 from ge2e.errors import OutputError
 
 _TEMP = re.compile(r"^\..+\.ge2e-(\d+)-[^./]+\.tmp$")
+NEARLY_FULL_BYTES = 1 << 20  # free space under which a short write is put down to a full disk
 
 
 def os_problem(exc: OSError) -> str:
@@ -52,6 +53,13 @@ def remove_stale_temp_files(folder: str | Path, target: str | None = None) -> li
     return removed
 
 
+def _write_problem(exc: OSError, folder: Path) -> str:
+    # numpy's tofile reports a short write as "N requested and M written", without an errno
+    if exc.errno is None and shutil.disk_usage(folder).free < NEARLY_FULL_BYTES:
+        return "no space left on device"
+    return os_problem(exc) if exc.strerror else str(exc).splitlines()[0]
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -60,11 +68,11 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def check_writable(path: str | Path, need_bytes: int = 0, folder: bool = False) -> Path:
+def check_writable(path: str | Path, folder: bool = False) -> Path:
     """Fail now, before any work, when ``path`` (a file, or with ``folder`` a folder) cannot be written.
 
     Creates the folder, writes and removes a probe file in it (the only test that sees read-only mounts and
-    quotas, also for root), and checks that ``need_bytes`` fit on its disk. Returns the folder.
+    quotas, also for root). Returns the folder.
 
     Raises:
         OutputError: one line naming the path and the cause.
@@ -78,14 +86,18 @@ def check_writable(path: str | Path, need_bytes: int = 0, folder: bool = False) 
         fd, probe = tempfile.mkstemp(dir=where, prefix=f".{path.name}.ge2e-{os.getpid()}-", suffix=".tmp")
         os.close(fd)
         os.unlink(probe)
-        free = shutil.disk_usage(where).free
     except FileExistsError:
         raise OutputError(where, "is a file, not a folder") from None
     except OSError as exc:
         raise OutputError(path, f"cannot write ({os_problem(exc)})") from None
-    if need_bytes > free:
-        raise OutputError(where, f"needs about {need_bytes / 1e6:.1f} MB, only {free / 1e6:.1f} MB free")
     return where
+
+
+def check_free_space(path: str | Path, need_bytes: int) -> None:
+    """OutputError when the disk holding ``path`` (an existing folder) has less than ``need_bytes`` free."""
+    free = shutil.disk_usage(path).free
+    if need_bytes > free:
+        raise OutputError(path, f"needs about {need_bytes / 1e6:.1f} MB, only {free / 1e6:.1f} MB free on its disk")
 
 
 def atomic_write_path(path: str | Path, write_to: Callable[[Path], Any]) -> None:
@@ -117,8 +129,9 @@ def atomic_write_path(path: str | Path, write_to: Callable[[Path], Any]) -> None
         os.replace(tmp, path)
         _fsync(path.parent)
     except OSError as exc:
+        problem = _write_problem(exc, path.parent)
         tmp.unlink(missing_ok=True)
-        raise OutputError(path, f"cannot write ({os_problem(exc)})") from None
+        raise OutputError(path, f"cannot write ({problem})") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ge2e.cli._model import add_model_options, open_model
-from ge2e.cli.embed import report_skipped
+from ge2e.cli._preflight import MATPLOTLIB_HINT, report_skipped, require_module
 from ge2e.errors import Ge2eError
 
 DEFAULT_DATA = "../shared/data"
@@ -118,10 +118,13 @@ def run(args: argparse.Namespace) -> int:
     # torch-heavy imports only once there is work to do, so that the message above comes at once
     from ge2e.api import average_embeddings, default_threshold, embed_files
     from ge2e.cli.plot import project_2d, save_heatmap, save_projection
+    from ge2e.files import check_writable
     from ge2e.metrics import eer
 
     if args.enroll < 1 or args.per_speaker < args.enroll + 1:
         raise Ge2eError(f"need --enroll >= 1 and --per-speaker > --enroll, got {args.enroll} and {args.per_speaker}")
+    require_module("matplotlib", MATPLOTLIB_HINT)
+    check_writable(args.out, folder=True)
     model = open_model(args)
     selection = select_utterances(data, args.corpus, args.per_speaker)
     print(f"data: {selection.source}")

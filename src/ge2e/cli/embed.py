@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ge2e.cli._model import add_model_options, open_model
-from ge2e.errors import Ge2eError
+from ge2e.cli._preflight import report_skipped
+from ge2e.errors import Ge2eError, printable
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,11 +30,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+# d-vector (at most 256 float32) and path of one file in the .npz, generously: enough free disk is checked first
+NPZ_BYTES_PER_FILE = 2048
+
+
 def collect_audio(inputs: list[str]) -> list[Path]:
     """Audio files named directly or found under folders (recursive, sorted, hidden entries ignored).
 
+    Anything named, or audio-named in a folder, that is not a regular file (a FIFO, a dangling link, a link loop)
+    is kept: the decoder skips it with a line saying what it is, instead of it vanishing silently.
+
     Raises:
-        Ge2eError: an input does not exist, or nothing to embed was found.
+        Ge2eError: an input does not exist at all, or nothing to embed was found.
     """
     from ge2e.data.readers import list_audio
 
@@ -41,36 +50,32 @@ def collect_audio(inputs: list[str]) -> list[Path]:
         path = Path(name)
         if path.is_dir():
             files.extend(path.joinpath(*parts) for parts in list_audio(path))
-        elif path.exists():
+        elif os.path.lexists(path):
             files.append(path)  # a named file is always tried: its decoder, not its suffix, decides
         else:
-            raise Ge2eError(f"{path}: no such file or folder")
+            raise Ge2eError(f"{printable(path)}: no such file or folder")
     if not files:
         raise Ge2eError(f"no audio files found in {', '.join(inputs)}")
     return files
 
 
-def report_skipped(errors: dict[str, str]) -> None:
-    """Print one line per file that could not be used."""
-    if errors:
-        print(f"skipped {len(errors)} file(s):")
-        for path, problem in errors.items():
-            print(f"  {path}: {problem}")
-
-
 def save_npz(path: str | Path, **arrays: Any) -> None:
-    """``np.savez`` written atomically: temp file in the same folder, then ``os.replace``."""
+    """``np.savez`` written atomically (:func:`ge2e.files.atomic_write`)."""
     from ge2e.files import atomic_write
 
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def run(args: argparse.Namespace) -> int:
-    from ge2e.inference import embed_files
+    from ge2e.files import check_free_space, check_writable
 
     if args.batch_size < 1:
         raise Ge2eError(f"--batch-size must be >= 1, got {args.batch_size}")
+    folder = check_writable(args.out)  # first: collecting files already imports torch (seconds)
     files = collect_audio(args.inputs)
+    check_free_space(folder, len(files) * NPZ_BYTES_PER_FILE)
+    from ge2e.inference import embed_files
+
     model = open_model(args)
     result = embed_files(model, files, batch_size=args.batch_size, progress=not args.no_progress)
     report_skipped(result.errors)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ge2e.cli._model import add_model_options, open_model
-from ge2e.cli.embed import report_skipped
+from ge2e.cli._preflight import MATPLOTLIB_HINT, UMAP_HINT, report_skipped, require_module
 from ge2e.errors import Ge2eError
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def project_2d(embeddings: np.ndarray, method: str = "pca", seed: int = 0) -> np
         try:
             import umap
         except ImportError:
-            raise Ge2eError("UMAP needs umap-learn (pip install umap-learn); or use --method pca") from None
+            raise Ge2eError(UMAP_HINT) from None
         neighbours = min(15, embeddings.shape[0] - 1)
         return umap.UMAP(n_neighbors=neighbours, metric="cosine", random_state=seed).fit_transform(embeddings)
     from sklearn.decomposition import PCA
@@ -130,8 +130,13 @@ def _colormap(n: int) -> Colormap:
 
 def run(args: argparse.Namespace) -> int:
     from ge2e.data.readers import read_corpus
+    from ge2e.files import check_writable
     from ge2e.inference import embed_files
 
+    require_module("matplotlib", MATPLOTLIB_HINT)
+    if args.method == "umap":
+        require_module("umap", UMAP_HINT)
+    check_writable(args.out)
     utterances = read_corpus(args.folder)
     if args.per_speaker > 0:
         seen: dict[str, int] = {}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
+import sys
 from collections import Counter
 from typing import Any
 
@@ -38,7 +40,15 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # an exception unwinds through prepare's finally blocks, which stop the worker pool; the default action
+    # (dying at once) would leave the workers to notice the missing parent on their own
+    print("ge2e prepare: terminated; re-run the same command to resume", file=sys.stderr)
+    raise SystemExit(128 + signum)
+
+
 def run(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     from ge2e.config import AudioConfig, load_config
     from ge2e.data.prepare import prepare
     from ge2e.data.readers import read_corpus, read_speaker_list

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from ge2e.cli._model import add_model_options, open_model
-from ge2e.cli.embed import collect_audio, report_skipped
+from ge2e.cli._preflight import MATPLOTLIB_HINT, report_skipped, require_module
+from ge2e.cli.embed import collect_audio
 from ge2e.errors import Ge2eError
 
 MAX_PRINTED = 30  # a wider matrix does not fit a terminal; the PNG and --csv still hold all of it
@@ -61,9 +62,14 @@ def write_csv(path: str | Path, matrix: np.ndarray, paths: Sequence[str]) -> Non
 
 def run(args: argparse.Namespace) -> int:
     from ge2e.cli.plot import save_heatmap
+    from ge2e.files import check_writable
     from ge2e.inference import embed_files
 
+    require_module("matplotlib", MATPLOTLIB_HINT)
     files = collect_audio(args.inputs)
+    for out in (args.out, args.csv):
+        if out:
+            check_writable(out)
     result = embed_files(open_model(args), files, progress=not args.no_progress)
     report_skipped(result.errors)
     if len(result.paths) < 2:

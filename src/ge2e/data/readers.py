@@ -204,11 +204,14 @@ LAYOUTS: dict[str, Layout] = {
 
 
 def list_audio(root: Path) -> list[tuple[str, ...]]:
-    """Path parts (relative to ``root``) of every audio file under ``root``, sorted; hidden entries ignored."""
+    """Path parts (relative to ``root``) of every audio file under ``root``, sorted; hidden entries ignored.
+
+    Audio-named entries that are not regular files (FIFOs, dangling links, link loops) are listed too, so that
+    the decoder reports them instead of their vanishing silently."""
     files = []
     for path in root.rglob("*"):
         rel = path.relative_to(root).parts
-        if path.suffix.lower() in AUDIO_EXTENSIONS and not any(p.startswith(".") for p in rel) and path.is_file():
+        if path.suffix.lower() in AUDIO_EXTENSIONS and not any(p.startswith(".") for p in rel) and not path.is_dir():
             files.append(rel)
     return sorted(files)
 

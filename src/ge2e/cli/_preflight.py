@@ -1,0 +1,27 @@
+"""Checks every command runs before any work starts: optional packages it will need, and skipped-file reports.
+
+A missing optional package found after minutes of embedding wastes those minutes; found first, it is one line.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from ge2e.errors import Ge2eError, printable
+
+MATPLOTLIB_HINT = "plots need matplotlib, which is not installed (pip install 'ge2e[plot]')"
+UMAP_HINT = "--method umap needs umap-learn, which is not installed (pip install umap-learn); or use --method pca"
+
+
+def require_module(module: str, hint: str) -> None:
+    """Ge2eError(``hint``) when ``module`` cannot be imported; looks it up without importing it (fast)."""
+    if importlib.util.find_spec(module) is None:
+        raise Ge2eError(hint)
+
+
+def report_skipped(errors: dict[str, str]) -> None:
+    """Print one line per file that could not be used, its name escaped so that each stays one line."""
+    if errors:
+        print(f"skipped {len(errors)} file(s):")
+        for path, problem in errors.items():
+            print(f"  {printable(path)}: {problem}")
