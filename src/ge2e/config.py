@@ -7,13 +7,20 @@ unknown keys, so a typo fails loudly instead of being ignored.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
 from ge2e.errors import ConfigError
+from ge2e.files import atomic_write
+
+# A field naming a file or folder: checked to be a one-line string when a config is loaded
+PathStr = Annotated[str, "path"]
 
 
 @dataclass
@@ -84,7 +91,7 @@ class LossConfig:
 class SourceConfig:
     """One data source of a (MultiReader) training run: a prepared feature cache and its weight alpha_k."""
 
-    cache: str = ""
+    cache: PathStr = ""
     weight: float = 1.0
     # Speakers to keep: official splits named "<corpus>.<split>" (read from $GE2E_DATA/splits), or paths to
     # text files of "<corpus>/<speaker>" keys. Empty keeps every speaker of the cache.
@@ -135,7 +142,7 @@ class OptimConfig:
 class TrainConfig:
     """A full training run: the resolved copy is written next to the checkpoints."""
 
-    out_dir: str = "exp/run"
+    out_dir: PathStr = "exp/run"
     preset: str = "small"
     model: ModelConfig | None = None  # overrides the preset when given
     # The one front end of the run: every training and validation cache must have been prepared with it
@@ -159,49 +166,69 @@ class TrainConfig:
     threads: int = 0
     # A model checkpoint whose weights start a run that has no last.pt yet (warm restart, fine-tuning): its model
     # and audio configs must match this run's.
-    init: str = ""
+    init: PathStr = ""
 
 
 def _build(cls: type, data: Any, where: str) -> Any:
-    """Build dataclass ``cls`` from a YAML mapping, recursively, rejecting unknown keys."""
+    """Build dataclass ``cls`` from a YAML mapping, recursively, rejecting unknown keys and mistyped values."""
     if data is None:
         return cls()
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    types = _field_types(cls)
+    unknown = sorted(set(data) - set(types))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _convert(fields[name].type, value, f"{where}.{name}")
-    return cls(**kwargs)
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}")
+    return cls(**{name: _convert(types[name], value, f"{where}.{name}") for name, value in data.items()})
 
 
-_NESTED = {
-    "AudioConfig": AudioConfig,
-    "ModelConfig": ModelConfig,
-    "LossConfig": LossConfig,
-    "DataConfig": DataConfig,
-    "OptimConfig": OptimConfig,
-    "SourceConfig": SourceConfig,
-    "ValConfig": ValConfig,
-    "InferenceConfig": InferenceConfig,
-}
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    """Field name -> its annotation as a type (this module's annotations are strings, see __future__)."""
+    return get_type_hints(cls, include_extras=True)
 
 
 def _convert(annotation: Any, value: Any, where: str) -> Any:
-    text = str(annotation)
-    if text == "str" and not isinstance(value, str):
+    """``value`` checked against ``annotation`` (and, for floats, converted); ConfigError naming ``where``."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:  # Path: a string naming a file or folder
+        if not isinstance(value, str) or "\0" in value or "\n" in value:
+            raise ConfigError(f"{where}: expected a file or folder path, got {value!r}")
+        return value
+    if origin is Literal:
+        if not any(value == arg and type(value) is type(arg) for arg in args):
+            raise ConfigError(f"{where}: expected one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin in (Union, UnionType):  # the configs only use "X | None"
+        if value is None and type(None) in args:
+            return None
+        return _convert(next(a for a in args if a is not type(None)), value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(annotation):
+        return _build(annotation, value, where)  # type: ignore[arg-type]
+    return _convert_scalar(annotation, value, where)
+
+
+def _convert_scalar(annotation: Any, value: Any, where: str) -> Any:
+    if annotation is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if annotation is int and (not isinstance(value, int) or isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if annotation is float:
+        # PyYAML (YAML 1.1) reads 1e-3 as a string; a number written that way is still a number
+        try:
+            number = float(value) if not isinstance(value, bool) else math.nan
+        except (TypeError, ValueError):
+            number = math.nan
+        if not math.isfinite(number):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return number
+    if annotation is str and not isinstance(value, str):
         # YAML reads bare yes/no/on/off as booleans: a keyword label "no" must be quoted.
         raise ConfigError(f"{where}: expected a string, got {value!r} (quote it in YAML)")
-    for name, cls in _NESTED.items():
-        if text.startswith(f"list[{name}]"):
-            if not isinstance(value, list):
-                raise ConfigError(f"{where}: expected a list")
-            return [_build(cls, v, f"{where}[{i}]") for i, v in enumerate(value)]
-        if text.startswith(name):
-            return None if value is None else _build(cls, value, where)
     return value
 
 
@@ -229,10 +256,14 @@ def apply_overrides(config: Any, overrides: list[str]) -> Any:
             target = getattr(target, part, None)
             if target is None or not dataclasses.is_dataclass(target):
                 raise ConfigError(f"override {item!r}: {part!r} is not a config section")
-        fields = {f.name: f for f in dataclasses.fields(target)}
-        if name not in fields:
+        types = _field_types(type(target))
+        if name not in types:
             raise ConfigError(f"override {item!r}: unknown key {name!r}")
-        setattr(target, name, _convert(fields[name].type, yaml.safe_load(raw), key))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"override {item!r}: {key}: value is not valid YAML") from None
+        setattr(target, name, _convert(types[name], value, key))
     return config
 
 
@@ -242,7 +273,5 @@ def to_dict(config: Any) -> dict:
 
 
 def save_config(config: Any, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-    tmp.replace(path)
+    text = yaml.safe_dump(to_dict(config), sort_keys=False)
+    atomic_write(path, lambda f: f.write(text), "w")
