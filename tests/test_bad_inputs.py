@@ -335,3 +335,50 @@ def test_no_worker_outlives_a_killed_prepare(tmp_path: Path, signum: int) -> Non
                 if alive(pid):
                     os.kill(pid, signal.SIGKILL)
         proc.wait(timeout=10)
+
+
+def test_prepare_into_a_read_only_folder_is_one_line(corpus: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        folder = read_only_folder(tmp_path, stack)
+        if folder is None:
+            pytest.skip("cannot make a read-only folder here (root without mount)")
+        status = main(["prepare", str(corpus), "--layout", "generic", "--out", str(folder / "cache"), "--no-progress"])
+        err = capsys.readouterr().err
+    assert status == 1 and len(err.strip().splitlines()) == 1, err
+    assert f"{folder / 'cache'}: cannot write (" in err
+
+
+# ------------------------------------------------------------------------------------ optional packages
+
+
+@pytest.mark.parametrize(
+    ("missing", "command", "message"),
+    [
+        ("umap", ["plot", "{data}", "--method", "umap"], "--method umap needs umap-learn"),
+        ("matplotlib", ["plot", "{data}"], "plots need matplotlib"),
+        ("matplotlib", ["similarity", "{data}"], "plots need matplotlib"),
+    ],
+)
+def test_missing_optional_package_is_reported_before_any_work(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    missing: str, command: list[str], message: str,
+) -> None:  # fmt: skip
+    import importlib.util
+
+    import ge2e.inference
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == missing else real(name, *a))
+
+    def no_work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("embedding started before the missing package was noticed")
+
+    monkeypatch.setattr(ge2e.inference, "embed_files", no_work)
+    data = tmp_path / "data" / "spk0"
+    data.mkdir(parents=True)
+    sf.write(data / "a.wav", noise(1.0), SR)
+    argv = [a.format(data=data.parent) for a in command] + ["--out", str(tmp_path / "x.png")]
+    status = main(argv)
+    err = capsys.readouterr().err
+    assert status == 1 and message in err and len(err.strip().splitlines()) == 1, err
