@@ -159,7 +159,7 @@ def test_plots_write_png_atomically(tmp_path) -> None:
     det_path = tmp_path / "det.png"
     plot_det({"hand": (p_fa, p_miss)}, det_path)
     hist_path = tmp_path / "hist.png"
-    plot_score_histogram(HAND_SCORES, HAND_LABELS, 0.5375, hist_path)
+    plot_score_histogram(HAND_SCORES, HAND_LABELS, {"EER point": 0.5375}, hist_path)
     for path in (det_path, hist_path):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["det.png", "hist.png"]  # no temp files left

@@ -30,6 +30,7 @@ from ge2e.pretrained import (
     default_threshold,
     file_sha256,
     load_model,
+    threshold_origin,
 )
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "file_sha256",
     "identify",
     "load_model",
+    "threshold_origin",
     "verify",
 ]
 

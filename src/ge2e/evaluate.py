@@ -343,8 +343,13 @@ def _measure(scored: Scored) -> dict[str, Any]:
     return out
 
 
-def write_outputs(out_dir: str | Path, report: dict[str, Any], scored: Scored, title: str = "") -> dict[str, str]:
+def write_outputs(
+    out_dir: str | Path, report: dict[str, Any], scored: Scored, title: str = "", calibrated: float | None = None
+) -> dict[str, str]:
     """Write ``report.json``, ``scores.tsv``, ``det.png`` and ``score_histogram.png`` (each atomically).
+
+    The histogram marks the EER point of these trials and, when given, the model's ``calibrated`` threshold:
+    the one ``verify`` decides with.
 
     Returns the name -> path mapping of what was written.
     """
@@ -356,7 +361,10 @@ def write_outputs(out_dir: str | Path, report: dict[str, Any], scored: Scored, t
     p_fa, p_miss, _ = det_curve(scored.scores, scored.labels)
     label = f"{title or 'model'} (EER {100 * report['eer']:.2f}%)"
     plot_det({label: (p_fa, p_miss)}, files["det.png"])
-    plot_score_histogram(scored.scores, scored.labels, report["eer_threshold"], files["score_histogram.png"])
+    lines = {"EER point of these trials": report["eer_threshold"]}
+    if calibrated is not None:
+        lines["model's calibrated threshold (verify)"] = calibrated
+    plot_score_histogram(scored.scores, scored.labels, lines, files["score_histogram.png"])
     rows = (
         f"{t.label}\t{s:.6f}\t{','.join(t.enroll)}\t{t.test}\n"
         for t, s in zip(scored.trials, scored.scores, strict=True)

@@ -221,9 +221,23 @@ def _write_onnx(model: SpeakerEncoder, tmp: Path, int8: bool, opset: int) -> Non
             logging.getLogger().removeFilter(mute)
             fp32.unlink(missing_ok=True)
     proto = onnx.load(str(tmp))
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, _metadata(model, int8)
+    _set_onnx_metadata(proto, _metadata(model, int8))
     onnx.save(proto, str(tmp))
+
+
+def _set_onnx_metadata(proto: Any, text: str) -> None:
+    """Set the ge2e entry of an ``onnx.ModelProto``'s metadata, replacing any earlier one."""
+    kept = [(e.key, e.value) for e in proto.metadata_props if e.key != METADATA_KEY]
+    del proto.metadata_props[:]
+    for key, value in [*kept, (METADATA_KEY, text)]:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def _save_torchscript(module: Any, tmp: Path, text: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated, but TorchScript is what C++ and mobile load
+        torch.jit.save(module, str(tmp), _extra_files={f"{METADATA_KEY}.json": text})
 
 
 def _write_torchscript(model: SpeakerEncoder, tmp: Path, int8: bool) -> None:
@@ -232,9 +246,9 @@ def _write_torchscript(model: SpeakerEncoder, tmp: Path, int8: bool) -> None:
         model.lstm, model.linear, model.config, model.audio, model.inference
     ).cpu().eval()  # fmt: skip
     with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # torch.jit is deprecated, but TorchScript is what C++ and mobile load
+        warnings.simplefilter("ignore")  # torch.jit is deprecated
         traced = torch.jit.trace(module, _probe(model), check_trace=False)
-        torch.jit.save(traced, str(tmp), _extra_files={f"{METADATA_KEY}.json": _metadata(model, int8)})
+    _save_torchscript(traced, tmp, _metadata(model, int8))
 
 
 def export(
@@ -278,13 +292,14 @@ def export(
 class ExportedEncoder(EmbedMethods, abc.ABC):
     """An exported encoder file: a :class:`ge2e.inference.Encoder`, used like :class:`SpeakerEncoder`.
 
-    Attributes: ``config``, ``audio``, ``inference``, ``embedded_calibration`` (from the file's metadata),
+    Attributes: ``config``, ``audio``, ``inference``, ``metadata`` (the file's, as read),
+    ``embedded_calibration`` (from the metadata),
     ``calibration`` and ``fingerprint`` (set by :func:`ge2e.pretrained.load_model`), ``embedding_size``,
     ``int8``, ``path``. Call it on ``(B, T, n_mels)`` float32 frames to get ``(B, D)`` unit-norm d-vectors.
     """
 
     def __init__(self, path: Path, metadata: dict[str, Any]) -> None:
-        self.path = path
+        self.path, self.metadata = path, metadata
         if metadata.get("format") != EXPORT_FORMAT:
             raise CheckpointError(path, "not a ge2e exported encoder (metadata format missing)")
         if metadata.get("version") != EXPORT_VERSION:
@@ -401,3 +416,21 @@ def load_exported(path: str | Path, threads: int | None = None) -> OnnxEncoder |
     with path.open("rb") as f:
         is_zip = f.read(4) == b"PK\x03\x04"
     return TorchScriptEncoder(path) if is_zip else OnnxEncoder(path, threads)
+
+
+def write_calibration(path: str | Path, calibration: dict[str, Any]) -> None:
+    """Store ``calibration`` in an exported file's ge2e metadata (rewritten atomically), where loading finds it.
+
+    Raises:
+        CheckpointError: not a ge2e exported encoder; OutputError: the file cannot be rewritten.
+    """
+    exported = load_exported(path)
+    text = json.dumps({**exported.metadata, "calibration": calibration})
+    if isinstance(exported, TorchScriptEncoder):
+        atomic_write_path(exported.path, lambda tmp: _save_torchscript(exported.module, tmp, text))
+        return
+    import onnx  # present: onnxruntime, needed to open the file, comes with the same extra
+
+    proto = onnx.load(str(exported.path))
+    _set_onnx_metadata(proto, text)
+    atomic_write_path(exported.path, lambda tmp: onnx.save(proto, str(tmp)))

@@ -148,3 +148,32 @@ def min_dcf(
     dcf = c_miss * p_miss * p_target + c_fa * p_fa * (1.0 - p_target)
     k = int(np.argmin(dcf))
     return float(dcf[k] / min(c_miss * p_target, c_fa * (1.0 - p_target))), float(thresholds[k])
+
+
+def threshold_at_far(scores: ArrayLike, labels: ArrayLike, far: float) -> float:
+    """The lowest threshold whose false-accept rate is at most ``far``: the fewest misses that target allows.
+
+    Args:
+        scores: ``(n,)`` trial scores.
+        labels: ``(n,)`` 1 = target, 0 = non-target.
+        far: target false-accept rate, in ``(0, 1)``.
+
+    Raises:
+        ValueError: ``far`` outside ``(0, 1)``, or the input errors of :func:`det_curve`.
+    """
+    if not 0.0 < far < 1.0:
+        raise ValueError(f"the target false-accept rate must be in (0, 1), got {far}")
+    p_fa, _, thresholds = _operating_points(scores, labels)
+    return float(thresholds[int(np.argmax(p_fa <= far))])  # p_fa falls to 0 at the last point, so one exists
+
+
+def error_rates(scores: ArrayLike, labels: ArrayLike, threshold: float) -> tuple[float, float]:
+    """``(p_fa, p_miss)`` of accepting ``score >= threshold``: false accepts among non-targets, misses among
+    targets.
+
+    Raises:
+        ValueError: the input errors of :func:`det_curve`.
+    """
+    s, is_target = _validate(scores, labels)
+    accepted = s >= threshold
+    return float(np.mean(accepted[~is_target])), float(np.mean(~accepted[is_target]))

@@ -78,13 +78,16 @@ def plot_det(curves: Mapping[str, tuple[ArrayLike, ArrayLike]], path: str | Path
     _save_png(fig, path)
 
 
-def plot_score_histogram(scores: ArrayLike, labels: ArrayLike, threshold: float, path: str | Path) -> None:
-    """Overlaid target / non-target score histograms with the decision threshold.
+def plot_score_histogram(
+    scores: ArrayLike, labels: ArrayLike, thresholds: Mapping[str, float], path: str | Path
+) -> None:
+    """Overlaid target / non-target score histograms with labelled threshold lines.
 
     Args:
         scores: ``(n,)`` trial scores.
         labels: ``(n,)`` 1 = target, 0 = non-target.
-        threshold: decision threshold, drawn as a vertical line.
+        thresholds: legend label -> threshold, each drawn as a vertical line; the label says what it is (the
+            EER point of these very trials is not the threshold a deployed model decides with).
         path: PNG file to write.
     """
     s = np.asarray(scores, dtype=np.float64)
@@ -94,7 +97,8 @@ def plot_score_histogram(scores: ArrayLike, labels: ArrayLike, threshold: float,
     ax = fig.add_subplot()
     ax.hist(s[~is_target], bins=bins, alpha=0.6, density=True, label=f"non-target (n={np.sum(~is_target)})")
     ax.hist(s[is_target], bins=bins, alpha=0.6, density=True, label=f"target (n={np.sum(is_target)})")
-    ax.axvline(threshold, color="black", linestyle="--", linewidth=1.0, label=f"threshold {threshold:.3f}")
+    for (label, value), style in zip(thresholds.items(), ("--", ":"), strict=False):
+        ax.axvline(value, color="black", linestyle=style, linewidth=1.2, label=f"{label} {value:.3f}")
     ax.set_xlabel("Score")
     ax.set_ylabel("Density")
     ax.legend(fontsize="small")

@@ -43,3 +43,13 @@ def open_model(args: argparse.Namespace) -> Encoder:
     from ge2e.pretrained import load_model
 
     return load_model(args.model)
+
+
+def threshold_origin_line(model: Encoder, given: float | None) -> str:
+    """What ``verify`` and ``identify`` print about their threshold: ``--threshold``, or the model's calibration
+    (which criterion on which data), so that a decision can be read against the data it was tuned on."""
+    if given is not None:
+        return f"threshold {given:.3f} set by --threshold (the model's calibration is not used)"
+    from ge2e.pretrained import threshold_origin
+
+    return threshold_origin(model)

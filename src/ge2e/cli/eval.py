@@ -100,11 +100,25 @@ def run(args: argparse.Namespace) -> int:
     report, scored = evaluate(model, trials, store, options)
     store.save()
     report = {"model": args.model or "bundled", **info, **report, "embeddings_reused": store.reused}
-    write_outputs(out, report, scored, title=info["split"])
+    # the calibrated threshold is on raw cosine scores: it says nothing about S-norm or AS-norm scores
+    calibrated = model.calibration["threshold"] if model.calibration and args.norm == "none" else None
+    if calibrated is not None:
+        from ge2e.metrics import error_rates
+
+        fa, miss = error_rates(scored.scores, scored.labels, calibrated)
+        report.update(calibrated_threshold=calibrated, calibrated_false_accept_rate=fa, calibrated_miss_rate=miss)
+    write_outputs(out, report, scored, title=info["split"], calibrated=calibrated)
     print(
-        f"{info['split']}: EER {100 * report['eer']:.2f}%  minDCF(0.01) {report['min_dcf_0.01']:.3f}  "
-        f"minDCF(0.05) {report['min_dcf_0.05']:.3f}  on {report['n_trials']} trials ({args.norm})"
+        f"{info['split']}: EER {100 * report['eer']:.2f}% (at {report['eer_threshold']:.3f} on these trials)  "
+        f"minDCF(0.01) {report['min_dcf_0.01']:.3f}  minDCF(0.05) {report['min_dcf_0.05']:.3f}  "
+        f"on {report['n_trials']} trials ({args.norm})"
     )
+    if calibrated is not None:
+        print(
+            f"at the model's calibrated threshold {calibrated:.3f} (what verify uses): "
+            f"{100 * report['calibrated_false_accept_rate']:.1f}% false accepts, "
+            f"{100 * report['calibrated_miss_rate']:.1f}% misses"
+        )
     if report["skipped_trials"]:
         print(f"skipped {report['skipped_trials']} trial(s): {len(report['bad_files'])} file(s) could not be used")
         for path, problem in list(report["bad_files"].items())[:10]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ge2e.cli._model import add_model_options, open_model
+from ge2e.cli._model import add_model_options, open_model, threshold_origin_line
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,8 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ge2e.api import verify
 
-    result = verify(args.enroll, args.test, open_model(args), threshold=args.threshold)
+    model = open_model(args)
+    result = verify(args.enroll, args.test, model, threshold=args.threshold)
     decision = "same speaker" if result.same_speaker else "different speaker"
     relation = ">=" if result.same_speaker else "<"
     print(f"{decision}: score {result.score:.3f} {relation} threshold {result.threshold:.3f}")
+    print(threshold_origin_line(model, args.threshold))
     return 0

@@ -1,7 +1,8 @@
 """Loading models: the bundled ``ge2e_small.pt`` (weights, self-describing) with ``ge2e_small.json`` (its
 calibration), checkpoints, and exported ONNX / TorchScript encoders, all through :func:`load_model`.
 
-The calibration record is written by ``recipes/shared_ti/calibrate.py`` and documented in ``docs/model.md``.
+The calibration record is written by ``ge2e calibrate`` (:mod:`ge2e.calibration`): beside a checkpoint as JSON,
+inside an exported file's metadata.
 A model's one fingerprint is the SHA-256 of its file (:func:`file_sha256`), kept as ``model.fingerprint``.
 """
 
@@ -59,7 +60,8 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
 
     Returns:
         An :class:`~ge2e.inference.Encoder` (a :class:`SpeakerEncoder` in eval mode for checkpoints). Loaded
-        models are cached per process, keyed by file, modification time and device, so repeated calls are free
+        models are cached per process, keyed by file, modification times (of the file and of its calibration
+        file) and device, so repeated calls are free
         and return the same object. ``model.calibration`` holds the calibration record (see
         :func:`default_threshold`) or ``None``; ``model.fingerprint`` the SHA-256 of the file.
 
@@ -69,12 +71,14 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
     resolved = bundled_model_path() if path is None else Path(path).expanduser()
     if path is None and not resolved.exists():
         raise CheckpointError(resolved, "the bundled model file is missing; reinstall ge2e or pass a checkpoint path")
-    mtime = resolved.stat().st_mtime_ns if resolved.is_file() else 0
-    return _load_cached(str(resolved.resolve()), mtime, str(torch.device(device)))
+    # a calibration written after loading (ge2e calibrate in the same process) must reach the next load
+    mtimes = tuple(p.stat().st_mtime_ns if p.is_file() else 0 for p in (resolved, calibration_path(resolved)))
+    return _load_cached(str(resolved.resolve()), mtimes, str(torch.device(device)))
 
 
-def _is_exported(path: Path) -> bool:
-    """ONNX by suffix; TorchScript archives are zip files like checkpoints, but hold compiled ``code/``."""
+def is_exported(path: Path) -> bool:
+    """Whether ``path`` is an encoder written by ``ge2e export`` (not a checkpoint). ONNX by suffix; TorchScript
+    archives are zip files like checkpoints, but hold compiled ``code/``."""
     if path.suffix.lower() in ONNX_SUFFIXES:
         return True
     try:
@@ -85,10 +89,10 @@ def _is_exported(path: Path) -> bool:
 
 
 @functools.lru_cache(maxsize=8)
-def _load_cached(path: str, mtime_ns: int, device: str) -> Encoder:
-    """Load once per (file, version, device); ``mtime_ns`` is part of the key so a rewritten file is reloaded."""
+def _load_cached(path: str, mtimes_ns: tuple[int, int], device: str) -> Encoder:
+    """Load once per (file, version, device); ``mtimes_ns`` is part of the key so a rewritten file is reloaded."""
     file = Path(path)
-    model: Encoder = load_exported(file) if file.is_file() and _is_exported(file) else SpeakerEncoder.load(file, device)
+    model: Encoder = load_exported(file) if file.is_file() and is_exported(file) else SpeakerEncoder.load(file, device)
     model.fingerprint = file_sha256(file)
     if model.calibration is None:  # an exported file carries its source's; a checkpoint's lies beside it
         model.calibration = _read_calibration(file, model.fingerprint)
@@ -115,9 +119,9 @@ def _read_calibration(model_path: Path, sha256: str) -> dict[str, Any] | None:
 def default_threshold(model: Encoder) -> float:
     """The model's calibrated decision threshold (cosine score).
 
-    It is the equal-error-rate threshold on the official development trial lists, written beside the
-    checkpoint by ``recipes/shared_ti/calibrate.py`` (and into the file by ``ge2e export``);
-    ``model.calibration`` holds the full record.
+    ``ge2e calibrate`` chooses it on development trials (the bundled model's: the equal-error-rate point of the
+    official dev lists, pooled) and stores it beside the checkpoint (``ge2e export`` copies it into the file);
+    ``model.calibration`` holds the full record and :func:`threshold_origin` says where it came from.
 
     Raises:
         Ge2eError: the model has no (valid) calibration; pass ``threshold=`` explicitly instead.
@@ -125,7 +129,14 @@ def default_threshold(model: Encoder) -> float:
     calibration = getattr(model, "calibration", None)
     if not calibration:
         raise Ge2eError(
-            "this model has no calibrated threshold (<checkpoint>.json): pass a threshold, "
-            "or run recipes/shared_ti/calibrate.py on the checkpoint"
+            "this model has no calibrated threshold: pass --threshold (threshold=), or calibrate it on "
+            "development data: ge2e calibrate --model MODEL --trials LIST.txt (or --folder DIR)"
         )
     return float(calibration["threshold"])
+
+
+def threshold_origin(model: Encoder) -> str:
+    """One line saying what the model's calibrated threshold is: its value, criterion and data."""
+    calibration = getattr(model, "calibration", None) or {}
+    method = calibration.get("method", "no description stored with it")
+    return f"threshold {default_threshold(model):.3f} is the model's calibration: {method}"
