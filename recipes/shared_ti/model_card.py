@@ -47,6 +47,7 @@ KIND = {
 DEFAULT_MODEL = REPO / "src/ge2e/pretrained/ge2e_small.pt"
 DEFAULT_RESULTS = REPO / "benchmarks/results/ge2e_small_eer.json"
 DEFAULT_RESEMBLYZER = REPO / "benchmarks/results/resemblyzer_eer.json"
+DEFAULT_BASELINE = REPO / "benchmarks/results/ge2e_small_v1_eer.json"  # the previous bundled model, same script
 STEP_GAP = 10.0  # a step-to-step gap this many times the median is a pause or restart, not training time
 
 
@@ -157,7 +158,9 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
 
-def render(record: dict[str, Any], resemblyzer: dict[str, Any] | None) -> str:
+def render(
+    record: dict[str, Any], resemblyzer: dict[str, Any] | None, baseline: dict[str, Any] | None = None
+) -> str:
     """The model card in Markdown."""
     t, cal, res = record["training"], record.get("calibration"), record["test"]
     m = t["model"]
@@ -235,29 +238,39 @@ def render(record: dict[str, Any], resemblyzer: dict[str, Any] | None) -> str:
         )
     lines += ["", "## Comparison: Resemblyzer on the same trials", ""]
     if resemblyzer:
+        old = (baseline or {}).get("test") or {}
         lines += [
             f"{resemblyzer['system']}, its own front end (webrtcvad) on the same decoded 16 kHz audio, same trials, "
-            "same metric code (`benchmarks/resemblyzer_eer.py`, results in `benchmarks/results/resemblyzer_eer.json`).",
+            "same metric code (`benchmarks/resemblyzer_eer.py`, results in `benchmarks/results/resemblyzer_eer.json`)."
+            + (
+                " The previous bundled model (v1) is evaluated by this script on the same trials "
+                "(`benchmarks/results/ge2e_small_v1_eer.json`)."
+                if old
+                else ""
+            ),
             "",
-            "| trial list | ge2e_small EER | Resemblyzer EER | ge2e_small minDCF 0.01 | Resemblyzer minDCF 0.01 | "
-            "trials scored (ge2e / Resemblyzer) |",
-            "|---|---|---|---|---|---|",
+            "| trial list | ge2e_small EER | " + ("previous model EER | " if old else "") + "Resemblyzer EER | "
+            "ge2e_small minDCF 0.01 | Resemblyzer minDCF 0.01 | trials scored (ge2e / Resemblyzer) |",
+            "|---|---|---|---|---|" + ("---|" if old else "") + "---|",
         ]
-        for name, r in res.items():
-            b = resemblyzer["lists"].get(name)
-            if b is None:
-                continue
+        both = [n for n in res if n in resemblyzer["lists"]]
+        for name in both:
+            r, b = res[name], resemblyzer["lists"][name]
+            previous = f"{_pct(old[name]['eer'])} | " if name in old else ("- | " if old else "")
             lines.append(
-                f"| {name} | {_pct(r['eer'])} | {_pct(b['eer'])} | {r['min_dcf_0.01']:.3f} | "
+                f"| {name} | {_pct(r['eer'])} | {previous}{_pct(b['eer'])} | {r['min_dcf_0.01']:.3f} | "
                 f"{b['min_dcf_0.01']:.3f} | {r['n_trials']} / {b['n_trials']} |"
             )
-        both = [n for n in res if n in resemblyzer["lists"]]
         if both:
             ours = float(np.mean([res[n]["eer"] for n in both]))
             theirs = float(np.mean([resemblyzer["lists"][n]["eer"] for n in both]))
+            before = ""
+            if old:
+                known = set(both) <= set(old)
+                before = f"{_pct(float(np.mean([old[n]['eer'] for n in both])))} | " if known else "- | "
             lines.append(
-                f"| **mean of {len(both)} lists** | **{_pct(ours)}** | **{_pct(theirs)}** | | | "
-                f"ratio {ours / theirs:.2f}x |"
+                f"| **mean of {len(both)} lists** | **{_pct(ours)}** | {before}**{_pct(theirs)}** | | | "
+                f"ours / Resemblyzer: **{ours / theirs:.2f}x** |"
             )
         lines += [
             "",
@@ -302,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=os.environ.get("GE2E_DATA", "../shared/data"), help="shared data folder")
     parser.add_argument("--results", default=str(DEFAULT_RESULTS), help="figures JSON (written, or checked)")
     parser.add_argument("--resemblyzer", default=str(DEFAULT_RESEMBLYZER), help="Resemblyzer figures JSON")
+    parser.add_argument("--baseline", default=str(DEFAULT_BASELINE), help="the previous model's figures JSON")
     parser.add_argument("--out", default=str(REPO / "docs/model.md"), help="model card to write")
     parser.add_argument("--check", action="store_true", help="re-evaluate and compare with --results; write nothing")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
@@ -348,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     results_text = json.dumps(record, indent=1) + "\n"
     atomic_write(results_path, lambda f: f.write(results_text), "w")
-    card = render(record, _read_json(Path(args.resemblyzer)))
+    card = render(record, _read_json(Path(args.resemblyzer)), _read_json(Path(args.baseline)))
     atomic_write(args.out, lambda f: f.write(card), "w")
     print(f"wrote {args.out} and {results_path}")
     return 0
