@@ -1,5 +1,6 @@
 """Behaviour that mutation testing (``make mutate``, docs/testing.md) found untested: TE2E's random negative
-speaker and enrollment sets, loss construction, and the averaging and batching of inference."""
+speaker and enrollment sets, loss construction, the averaging and batching of inference, and error messages
+that name the argument at fault."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ import pytest
 import soundfile as sf
 import torch
 
+from ge2e.audio import log_mel
 from ge2e.config import AudioConfig, InferenceConfig, LossConfig, ModelConfig
 from ge2e.inference import average_embeddings, embed_files, embed_frames, model_fingerprint, normalize_average
 from ge2e.loss import GE2ELoss, TE2ELoss, build_loss, enrollment_indices
+from ge2e.metrics import min_dcf
 from ge2e.model import SpeakerEncoder
+from ge2e.scoring import as_norm, cosine_matrix, cosine_scores, s_norm
 
 # ------------------------------------------------------------------------------------------------------ loss
 
@@ -149,3 +153,55 @@ def test_speaker_embedding_of_arrays_uses_their_rate():
     got = model.embed_speaker(clips, sr=8_000)
     expected = average_embeddings([model.embed_utterance(c, sr=8_000) for c in clips])
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------- errors name what is wrong
+
+
+def test_scoring_errors_name_the_argument_and_its_sizes():
+    rng = np.random.default_rng(0)
+    e, c = rng.standard_normal((3, 4)), rng.standard_normal((5, 4))
+    for args, message in [
+        ((e[0], e), r"^a must be 2-D \(n, D\), got shape \(4,\)$"),
+        ((e, e[0]), r"^b must be 2-D \(n, D\), got shape \(4,\)$"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            cosine_matrix(*args)
+    scores = np.zeros(3)
+    for args, message in [
+        ((scores[:, None], e, e, c), r"^scores must be 1-D, got shape \(3, 1\)$"),
+        ((scores, e[0], e, c), r"^enroll_emb must be 2-D"),
+        ((scores, e, e[0], c), r"^test_emb must be 2-D"),
+        ((scores, e, e, c[0]), r"^cohort must be 2-D"),
+        ((scores, e[:2], e, c), r"^lengths differ: scores 3, enroll_emb 2, test_emb 3$"),
+        ((scores, e, e[:1], c), r"^lengths differ: scores 3, enroll_emb 3, test_emb 1$"),
+        ((scores, e, e, c[:1]), r"^the cohort needs at least 2 embeddings, got 1$"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            s_norm(*args)
+    with pytest.raises(ValueError, match=r"^top_n must be in \[2, cohort size 5\], got 6$"):
+        as_norm(scores, e, e, c, top_n=6)
+
+
+def test_as_norm_uses_the_300_closest_cohort_scores_by_default():
+    rng = np.random.default_rng(1)
+    e, t, cohort = rng.standard_normal((4, 6)), rng.standard_normal((4, 6)), rng.standard_normal((301, 6))
+    raw = cosine_scores(e, t)
+    np.testing.assert_allclose(as_norm(raw, e, t, cohort), as_norm(raw, e, t, cohort, top_n=300))
+    assert not np.allclose(as_norm(raw, e, t, cohort), s_norm(raw, e, t, cohort))
+
+
+def test_min_dcf_rejects_a_zero_cost():
+    for kwargs in ({"c_fa": 0.0}, {"c_miss": 0.0}):
+        with pytest.raises(ValueError, match="must be > 0"):
+            min_dcf([0.1, 0.9], [0, 1], **kwargs)
+
+
+def test_log_mel_errors_and_output_type():
+    with pytest.raises(ValueError, match=r"^log_mel expects \(L,\) or \(B, L\) samples, got shape \(1, 2, 400\)$"):
+        log_mel(torch.zeros(1, 2, 400))
+    with pytest.raises(ValueError, match=r"^n_fft \(256\) must be >= the window length \(400 samples\)$"):
+        log_mel(torch.zeros(800), AudioConfig(n_fft=256))
+    wav = torch.from_numpy(np.random.default_rng(2).standard_normal(1_600)) * 0.1  # float64 samples
+    out = log_mel(wav, AudioConfig(n_fft=400))  # n_fft equal to the window is allowed
+    assert out.dtype == torch.float32 and out.shape == (1 + (1_600 - 400) // 160, 40)
