@@ -307,8 +307,8 @@ def test_no_worker_outlives_a_killed_prepare(tmp_path: Path, signum: int) -> Non
     root = tmp_path / "corpus"
     for k in range(4):
         (root / f"spk{k}").mkdir(parents=True)
-        for u in range(10):
-            sf.write(root / f"spk{k}" / f"{u}.wav", noise(2.0, seed=10 * k + u), SR)
+        for u in range(20):  # enough work that the run is still going when it is killed
+            sf.write(root / f"spk{k}" / f"{u}.wav", noise(2.0, seed=100 * k + u), SR)
     cmd = [sys.executable, "-m", "ge2e", "prepare", str(root), "--out", str(tmp_path / "cache"), "--workers", "2",
            "--shard-size", "4", "--no-progress"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -318,7 +318,8 @@ def test_no_worker_outlives_a_killed_prepare(tmp_path: Path, signum: int) -> Non
         while len(children(proc.pid, b"spawn_main")) < 2 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
         assert len(children(proc.pid, b"spawn_main")) == 2, "prepare started no pool of 2 workers"
-        time.sleep(1.0)  # let the workers take jobs
+        while not (tmp_path / "cache" / "shard-00000.tsv").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)  # workers at work: past their start-up (the spawn start imports ge2e for seconds)
         workers = children(proc.pid)  # the workers and multiprocessing's resource tracker
         proc.send_signal(signum)
         proc.wait(timeout=30)

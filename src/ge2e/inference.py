@@ -204,7 +204,7 @@ def embed_files(
             kept.append(str(path))
         except AudioError as exc:
             errors[str(path)] = exc.problem
-            logger.debug("skipped %s", exc)  # the caller reports ``errors``: a warning here would say it twice
+            logger.warning("skipped %s", exc)
         if len(pending) == batch_size:
             chunks.append(embed_mels(encoder, pending))
             pending = []

@@ -28,7 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one clear error line and a non-zero exit status on any expected failure."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    handler = logging.StreamHandler()
+    # the commands list the files they skip themselves: embed_files' warning per file would report each twice
+    handler.addFilter(lambda record: record.name != "ge2e.inference" or record.levelno >= logging.ERROR)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s", handlers=[handler]
+    )
     try:
         return int(args.func(args) or 0)
     except Ge2eError as exc:

@@ -2,7 +2,9 @@
 
 The pool never outlives its parent. Workers ignore Ctrl-C (the parent handles it and shuts the pool down, so
 no worker prints a traceback of its own), and each worker watches its parent: when the parent is gone (SIGKILL,
-a crash) the worker exits within :data:`PARENT_POLL_S` instead of idling on for minutes.
+a crash) the worker exits within :data:`PARENT_POLL_S` instead of idling on for minutes. The watch starts as soon
+as a worker runs code of ours, before it imports torch; a worker killed orphan while still importing ge2e (the
+spawn start, seconds on a busy machine) exits once that import is done.
 """
 
 from __future__ import annotations
@@ -21,8 +23,6 @@ from typing import Any
 import numpy as np
 
 from ge2e.config import AudioConfig
-from ge2e.data.augment import augment as augment_wav
-from ge2e.data.augment import rng_for
 from ge2e.data.cache import FEATURE_DTYPE
 from ge2e.data.readers import Utterance
 from ge2e.errors import AudioError
@@ -45,6 +45,8 @@ class Featurizer:
     def __call__(self, job: tuple[str, str]) -> tuple[np.ndarray | None, str]:
         """(path, variant) -> ((T, n_mels) float16, "") or (None, problem)."""
         from ge2e.audio import load_audio, preprocess
+        from ge2e.data.augment import augment as augment_wav
+        from ge2e.data.augment import rng_for
 
         path, variant = job
         sr = self.cfg.sample_rate
@@ -73,10 +75,10 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _init_worker(cfg: dict[str, Any], noise_files: Sequence[str], seed: int, parent: int) -> None:
-    import torch
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="parent-watch").start()
+    import torch  # after the watch starts: importing torch takes seconds on a busy machine
+
     # one thread per process: N workers x M intra-op threads would oversubscribe the cores
     torch.set_num_threads(1)
     global _worker
