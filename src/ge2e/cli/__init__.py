@@ -31,9 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler()
     # the commands list the files they skip themselves: embed_files' warning per file would report each twice
     handler.addFilter(lambda record: record.name != "ge2e.inference" or record.levelno >= logging.ERROR)
+    # other packages log at WARNING unless -v: their INFO lines (matplotlib's "generated new fontManager") are
+    # not about the user's work; ge2e's own INFO lines are
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s", handlers=[handler]
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s", handlers=[handler]
     )
+    logging.getLogger("ge2e").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(args.func(args) or 0)
     except Ge2eError as exc:
