@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,10 +16,9 @@ from ge2e.cli._model import add_model_options, open_model
 from ge2e.cli._preflight import MATPLOTLIB_HINT, UMAP_HINT, report_skipped, require_module
 from ge2e.errors import Ge2eError
 
-if TYPE_CHECKING:
-    from matplotlib.colors import Colormap
-
 MAX_TICK_LABELS = 40  # beyond this a heatmap's axis labels overlap into noise
+MAX_LEGEND = 20  # distinct colours of tab20; more speakers are named at their clusters instead of in a legend
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,23 +63,33 @@ def project_2d(embeddings: np.ndarray, method: str = "pca", seed: int = 0) -> np
 def save_projection(
     coords: np.ndarray, speakers: Sequence[str], path: str | Path, title: str, centroids: np.ndarray | None = None
 ) -> None:
-    """Scatter ``(U, 2)`` coordinates coloured by speaker; optional ``(S, 2)`` centroids (sorted speaker order)."""
+    """Scatter ``(U, 2)`` coordinates, one style per speaker; optional ``(S, 2)`` centroids (sorted speaker order).
+
+    Up to :data:`MAX_LEGEND` speakers get a colour each and a legend; more get ten colours times several marker
+    shapes, and each speaker's name is written at the centre of its points, where the eye looks for it.
+    """
     from ge2e.plots import _new_figure, _save_png
 
     names = sorted(set(speakers))
     fig = _new_figure((7.0, 6.0))
     ax = fig.add_subplot()
-    cmap = _colormap(len(names))
     labels = np.asarray(speakers)
     for i, name in enumerate(names):
+        colour, marker = _style(i, len(names))
         pts = coords[labels == name]
-        ax.scatter(pts[:, 0], pts[:, 1], s=18, color=cmap(i), label=name, alpha=0.8)
+        ax.scatter(pts[:, 0], pts[:, 1], s=18, color=colour, marker=marker, label=name, alpha=0.8)
         if centroids is not None:
-            ax.scatter(*centroids[i], s=160, marker="*", color=cmap(i), edgecolors="black", linewidths=0.8)
+            ax.scatter(*centroids[i], s=160, marker="*", color=colour, edgecolors="black", linewidths=0.8)
+        if len(names) > MAX_LEGEND:
+            x, y = np.median(pts, axis=0)
+            ax.annotate(
+                name, (x, y), fontsize=6, ha="center", va="center", color="black",
+                bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": colour, "alpha": 0.75},
+            )  # fmt: skip
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
-    if len(names) <= 30:
+    if len(names) <= MAX_LEGEND:
         ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.0, 0.5), title="speaker")
     _save_png(fig, path)
 
@@ -119,10 +127,16 @@ def save_heatmap(
     _save_png(fig, path)
 
 
-def _colormap(n: int) -> Colormap:
+def _style(i: int, n: int) -> tuple[tuple[float, ...], str]:
+    """Colour and marker of speaker ``i`` of ``n``: tab10 / tab20 colours while they suffice, then tab10's ten
+    colours crossed with marker shapes (a continuous colour map gives neighbours indistinguishable hues)."""
     from matplotlib import colormaps
 
-    return colormaps["tab10" if n <= 10 else "tab20" if n <= 20 else "turbo"].resampled(max(n, 1))
+    if n <= 10:
+        return colormaps["tab10"].colors[i], "o"
+    if n <= MAX_LEGEND:
+        return colormaps["tab20"].colors[i], "o"
+    return colormaps["tab10"].colors[i % 10], MARKERS[(i // 10) % len(MARKERS)]
 
 
 # ------------------------------------------------------------------------------------------------------- run

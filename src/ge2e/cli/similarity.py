@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "similarity",
         help="cosine-similarity matrix of utterances (printed, and a heatmap PNG)",
         description="Embed the files (folders are searched recursively), print their all-pairs cosine "
-        "similarity (up to 30 files) and draw it as a heatmap. Files that cannot be used are skipped.",
+        "similarity (up to 30 files) and draw it as a heatmap, rows ordered by folder; beyond 40 files, the rows of "
+        "each folder (a speaker, in a <speaker>/<utterance> layout) are one labelled block. Files that cannot be "
+        "used are skipped.",
     )
     p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="audio files and/or folders")
     p.add_argument("--out", default="similarity.png", metavar="PNG", help="heatmap image (default similarity.png)")
@@ -61,7 +63,7 @@ def write_csv(path: str | Path, matrix: np.ndarray, paths: Sequence[str]) -> Non
 
 
 def run(args: argparse.Namespace) -> int:
-    from ge2e.cli.plot import save_heatmap
+    from ge2e.cli.plot import MAX_TICK_LABELS, save_heatmap
     from ge2e.files import check_writable
     from ge2e.inference import embed_files
 
@@ -74,15 +76,24 @@ def run(args: argparse.Namespace) -> int:
     report_skipped(result.errors)
     if len(result.paths) < 2:
         raise Ge2eError(f"need at least 2 usable files, got {len(result.paths)}")
-    matrix = result.embeddings @ result.embeddings.T  # unit rows: the dot product is the cosine
-    names = short_names(result.paths)
+    # rows of one folder (one speaker in a <speaker>/<utterance> layout) side by side, so speakers show as blocks
+    order = sorted(range(len(result.paths)), key=lambda i: str(Path(result.paths[i]).parent))
+    paths = [result.paths[i] for i in order]
+    embeddings = result.embeddings[order]
+    matrix = embeddings @ embeddings.T  # unit rows: the dot product is the cosine
+    names = short_names(paths)
     if len(names) <= MAX_PRINTED:
         print(format_matrix(matrix, names))
     else:
         print(f"{len(names)} files: matrix too wide to print (see {args.out}, or use --csv)")
     if args.csv:
-        write_csv(args.csv, matrix, result.paths)
+        write_csv(args.csv, matrix, paths)
         print(f"{args.csv}: {len(names)} x {len(names)} matrix")
-    save_heatmap(matrix, names, args.out, f"Cosine similarity of {len(names)} utterances")
+    folders = [Path(p).parent.name for p in paths]
+    if len(names) > MAX_TICK_LABELS and len(set(folders)) > 1:  # too many rows to name: name the folders' blocks
+        title = f"Cosine similarity of {len(names)} utterances in {len(set(folders))} folders"
+        save_heatmap(matrix, folders, args.out, title, grouped=True)
+    else:
+        save_heatmap(matrix, names, args.out, f"Cosine similarity of {len(names)} utterances")
     print(f"{args.out}: heatmap")
     return 0
