@@ -81,8 +81,10 @@ def test_verify_cli_gives_the_same_decisions(
         _, want, _ = run(capsys, "verify", "--enroll", a1, a2, "--test", test, "--model", models["pt"])
         status, got, err = run(capsys, "verify", "--enroll", a1, a2, "--test", test, "--model", models[kind])
         assert status == 0, err
+        (got, got_origin), (want, want_origin) = got.splitlines(), want.splitlines()
         assert got.split(":")[0] == want.split(":")[0]  # "same speaker" / "different speaker"
         assert float(got.split()[-4]) == pytest.approx(float(want.split()[-4]), abs=TOL)
+        assert got_origin == want_origin  # the checkpoint's calibration, carried inside the exported file
     assert "same speaker" in run(capsys, "verify", "--enroll", a1, a2, "--test", a3, "--model", models["onnx"])[1]
 
 
