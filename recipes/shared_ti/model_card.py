@@ -108,6 +108,7 @@ def training_facts(model: SpeakerEncoder, exp: Path | None) -> dict[str, Any]:
     }
     facts["utterances_per_step"] = (data.get("speakers_per_batch") or 0) * (data.get("utterances_per_speaker") or 0)
     facts["init"] = cfg.get("init") or ""
+    facts["out_dir"] = cfg.get("out_dir") or ""
     csv_path = exp / "metrics.csv" if exp is not None else None
     if csv_path is not None and csv_path.is_file():
         facts.update(_wall_time(csv_path, meta.get("step")))
@@ -130,6 +131,8 @@ def lineage(training: dict[str, Any], previous: dict[str, Any] | None) -> dict[s
     if previous is None or Path(training.get("init") or "").resolve() != DEFAULT_MODEL.resolve():
         return None
     before = previous["training"]
+    if before.get("out_dir") == training.get("out_dir"):  # an earlier checkpoint of this same run: same origin
+        return before.get("lineage")
     if "utterances_per_step" not in before:  # records from before the field: a batch is "N speakers x M ..."
         n, _, m, *_ = before["batch"].split()
         before = {**before, "utterances_per_step": int(n) * int(m)}
