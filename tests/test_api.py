@@ -14,8 +14,9 @@ import soundfile as sf
 
 import ge2e
 from ge2e import api, pretrained
+from ge2e.audio import preprocess
 from ge2e.config import AudioConfig, ModelConfig
-from ge2e.errors import AudioError, CheckpointError, Ge2eError
+from ge2e.errors import AudioError, AudioTooShort, CheckpointError, Ge2eError
 from ge2e.model import SpeakerEncoder
 
 SR = 16_000
@@ -154,6 +155,21 @@ def test_verify_reports_the_bad_file(tiny: SpeakerEncoder, tmp_path: Path) -> No
     with pytest.raises(AudioError) as info:
         api.verify([(noise(1), SR)], bad, tiny, threshold=0.5)
     assert str(bad) in str(info.value)
+
+
+def test_short_speech_is_scored_and_flagged_short(tiny: SpeakerEncoder) -> None:
+    """0.2 s (a digit), under the 250 ms that training data needs (still refused there): scored, flagged short."""
+    enroll, short, long = [(noise(5, 2.0), SR)], (noise(7, 0.2), SR), (noise(7, 2.0), SR)
+    result = api.verify(enroll, short, tiny, threshold=0.5)
+    assert result.short and result.speech_seconds == pytest.approx(0.18)
+    assert result.score == pytest.approx(
+        float(np.dot(api.embed_speaker(enroll, tiny), api.embed_utterance(short, tiny)))
+    )
+    assert not api.verify(enroll, long, tiny, threshold=0.5).short
+    (match,) = api.identify(short, {"a": enroll}, tiny)
+    assert match.short and match.speech_seconds == pytest.approx(0.18)
+    with pytest.raises(AudioTooShort, match="200 ms of audio, need 250 ms"):
+        preprocess(short, cfg=tiny.audio)
 
 
 def test_identify_ranks_speakers(tiny: SpeakerEncoder) -> None:

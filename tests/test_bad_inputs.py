@@ -70,6 +70,8 @@ BAD = {
     "short.wav": "ms of audio, need 250 ms",
     "new\nline.wav": "cannot decode audio",
 }
+# under the 250 ms training data needs (preprocess' default), but speech all the same: embed and verify score it
+SHORT = "short.wav"
 # usable, but odd: each must be embedded
 ODD = ("rate8k_a.wav", "rate8k_b.wav", "huge_stereo.wav", "truncated.wav", "six_ch_24bit_44k.wav", "u8_11k.wav")
 
@@ -141,7 +143,8 @@ def test_embed_skips_every_bad_input_once_and_embeds_the_rest(corpus: Path, mode
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr and "RuntimeWarning" not in result.stderr, result.stderr
     listed = result.stdout.splitlines()
-    for name, problem in BAD.items():
+    skipped = {name: problem for name, problem in BAD.items() if name != SHORT}
+    for name, problem in skipped.items():
         shown = str(corpus / name).replace("\n", "\\n")
         lines = [line for line in listed if line.strip().startswith(shown + ":")]
         assert len(lines) >= 1 and all(problem in line for line in lines), (name, result.stdout)
@@ -152,7 +155,7 @@ def test_embed_skips_every_bad_input_once_and_embeds_the_rest(corpus: Path, mode
     with np.load(out) as npz:
         embedded = {Path(p).name for p in npz["paths"]}
         assert np.isfinite(npz["embeddings"]).all()
-    assert embedded == {"good0.wav", "good1.wav", *ODD}
+    assert embedded == {"good0.wav", "good1.wav", SHORT, *ODD}
 
 
 def test_channels_are_averaged_without_overflow(corpus: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -97,6 +98,48 @@ def test_verify_on_a_corrupt_file_prints_one_error_line(corpus: Path) -> None:
     lines = bad.stderr.strip().splitlines()
     assert bad.returncode == 1 and len(lines) == 1, bad.stderr
     assert lines[0].startswith("ge2e verify: error:") and "corrupt.wav" in lines[0]
+
+
+def test_short_speech_is_scored_and_flagged(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """0.2 s of audio, under the 250 ms a model's training data needs: verify and identify score it, saying short."""
+    data, model = corpus / "data", corpus / "tiny.pt"
+    wav, sr = sf.read(data / "spk1" / "utt0.wav", dtype="float32")
+    short = tmp_path / "short.wav"
+    sf.write(short, wav[: sr // 5], sr)
+    common = ["--model", model, "--threshold", "0.5"]
+    status, out, err = ge2e_here(capsys, "verify", "--enroll", data / "spk1" / "utt1.wav", "--test", short, *common)
+    lines = out.splitlines()
+    assert status == 0, err
+    assert lines[0].startswith(("same speaker: score", "different speaker: score"))
+    assert lines[-1].startswith("short utterance: 0.18 s of speech (under 1 s)")
+    status, out, err = ge2e_here(capsys, "identify", "--enroll", data, "--test", short, *common, "--no-progress")
+    assert status == 0, err
+    assert out.splitlines()[1].strip().startswith("short utterance: 0.18 s of speech")
+    two_seconds = tmp_path / "long.wav"
+    sf.write(two_seconds, np.concatenate([sf.read(data / "spk1" / f"utt{u}.wav")[0] for u in (2, 3)]), sr)
+    status, out, _ = ge2e_here(capsys, "verify", "--enroll", data / "spk1" / "utt1.wav", "--test", two_seconds, *common)
+    assert status == 0 and "short" not in out
+
+
+def test_a_spoken_digit_is_scored_and_noise_refused(
+    data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With the VAD: a Speech Commands "one" with 0.16 s of speech (refused before as under 250 ms) gets a score
+    flagged short; noise without speech is still refused, in one line naming the file."""
+    model = tmp_path / "vad.pt"
+    SpeakerEncoder(ModelConfig(hidden_size=16, proj_size=0, num_layers=1), AudioConfig()).save(model)
+    clips = data_root / "speech_commands_v0.02_test"
+    enroll = [clips / word / "82d0d3ba_nohash_0.opus" for word in ("no", "right", "up")]
+    digit = clips / "one" / "82d0d3ba_nohash_0.opus"
+    common = ["--enroll", *enroll, "--model", model, "--threshold", "0.5"]
+    status, out, err = ge2e_here(capsys, "verify", *common, "--test", digit)
+    assert status == 0, err
+    assert re.match(r"short utterance: 0\.1\d s of speech", out.splitlines()[-1]), out
+    hiss = tmp_path / "hiss.wav"
+    sf.write(hiss, (0.01 * np.random.default_rng(0).standard_normal(SR)).astype(np.float32), SR)
+    status, out, err = ge2e_here(capsys, "verify", *common, "--test", hiss)
+    assert status == 1 and out == ""
+    assert err.strip().splitlines() == [f"ge2e verify: error: {hiss}: no speech found by VAD (threshold 0.5)"]
 
 
 def test_embed_skips_bad_files_and_writes_npz(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

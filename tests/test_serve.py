@@ -118,7 +118,7 @@ def server_model_id(client: httpx.Client) -> str:
 
 
 def test_enroll_verify_identify_delete(
-    client: httpx.Client, clips: dict[str, Path], offline: dict[str, np.ndarray], threshold: float
+    client: httpx.Client, clips: dict[str, Path], offline: dict[str, np.ndarray], threshold: float, data_root: Path
 ) -> None:
     create(client, "alice", "Alice")
     create(client, "bob", "Bob")
@@ -135,6 +135,15 @@ def test_enroll_verify_identify_delete(
     assert true["score"] == pytest.approx(1.0, abs=TOL) and true["decision"] == "accept"
     assert false["score"] == pytest.approx(float(offline["a1"] @ offline["b1"]), abs=TOL)
     assert false["decision"] == "reject" and false["threshold"] == pytest.approx(threshold)
+    assert true["short"] is False
+
+    # a spoken digit with 0.16 s of speech (under the model's 250 ms training minimum): scored, flagged short
+    digit = data_root / "speech_commands_v0.02_test" / "one" / "82d0d3ba_nohash_0.opus"
+    r = client.post("/v1/speakers/alice/verify", **audio(digit))
+    assert r.status_code == 200, r.text
+    assert r.json()["short"] is True and r.json()["speech_seconds"] < 0.25
+    r = client.post("/v1/identify", **audio(digit))
+    assert r.status_code == 200 and r.json()["short"] is True, r.text
 
     # another utterance: the score the model gives offline, the decision the threshold implies
     other = client.post("/v1/speakers/alice/verify", **audio(clips["a2"])).json()

@@ -3,7 +3,7 @@
 Quick start (the bundled model ships inside the package; no network)::
 
     import ge2e
-    ge2e.verify(["enroll_1.wav", "enroll_2.wav"], "test.wav")  # VerificationResult(score, same_speaker, threshold)
+    ge2e.verify(["enroll_1.wav", "enroll_2.wav"], "test.wav")  # VerificationResult(score, same_speaker, threshold, ...)
 
 The public names are imported lazily (PEP 562), so ``import ge2e`` and ``ge2e --help`` do not load torch.
 """

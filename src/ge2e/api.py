@@ -56,19 +56,29 @@ __all__ = [
 
 @dataclass(frozen=True)
 class VerificationResult:
-    """Outcome of :func:`verify`: ``same_speaker`` is ``score >= threshold``."""
+    """Outcome of :func:`verify`: ``same_speaker`` is ``score >= threshold``.
+
+    ``short`` flags a test utterance with less than :data:`ge2e.inference.SHORT_SPEECH_SECONDS` of speech (a
+    digit, a keyword): it is scored all the same, but such a score errs far more often (docs/usage.md, Short
+    utterances).
+    """
 
     score: float  # cosine similarity of the enrollment and test d-vectors, in [-1, 1]
     same_speaker: bool
     threshold: float
+    speech_seconds: float  # speech the VAD found in the test utterance
+    short: bool
 
 
 @dataclass(frozen=True)
 class Match:
-    """One candidate of :func:`identify`: a speaker name and the cosine score of the test item against it."""
+    """One candidate of :func:`identify`: a speaker name and the cosine score of the test item against it, with
+    the test item's seconds of speech and whether that is short (as in :class:`VerificationResult`)."""
 
     speaker: str
     score: float
+    speech_seconds: float
+    short: bool
 
 
 # --------------------------------------------------------------------------------------------------- embedding
@@ -78,7 +88,7 @@ def embed_utterances(items: Item | Sequence[Item], model: Encoder | None = None,
     """d-vectors of several utterances, windows batched across them: ``U`` items -> ``(U, D)`` float32, unit rows.
 
     Raises:
-        AudioError: an item cannot be used (missing, corrupt, silent, too short); the line names the file.
+        AudioError: an item cannot be used (missing, corrupt, silent, no speech); the line names the file.
     """
     return inference.embed_utterances(model or load_model(), items, sr)
 
@@ -115,6 +125,12 @@ def embed_files(
 # --------------------------------------------------------------------------------------------------- decisions
 
 
+def _embed_test(item: Item, model: Encoder, sr: int | None) -> tuple[np.ndarray, float]:
+    """d-vector ``(D,)`` of the utterance to decide on, and its seconds of speech."""
+    vectors, seconds = inference.embed_with_speech(model, [item], sr)
+    return vectors[0], float(seconds[0])
+
+
 def verify(
     enroll_items: Item | Sequence[Item],
     test_item: Item,
@@ -132,7 +148,8 @@ def verify(
         sr: sample rate in Hz of bare waveform arrays among the items.
 
     Returns:
-        :class:`VerificationResult` with the score, the decision and the threshold that made it.
+        :class:`VerificationResult` with the score, the decision, the threshold that made it, and the test
+        utterance's speech (flagged ``short`` under :data:`ge2e.inference.SHORT_SPEECH_SECONDS`).
 
     Raises:
         AudioError: an utterance cannot be used (the line names it); Ge2eError: no threshold available.
@@ -140,8 +157,15 @@ def verify(
     model = model or load_model()
     threshold = default_threshold(model) if threshold is None else float(threshold)
     enrolled = embed_speaker(enroll_items, model, sr)
-    score = float(np.dot(enrolled, embed_utterance(test_item, model, sr)))
-    return VerificationResult(score=score, same_speaker=score >= threshold, threshold=threshold)
+    test, seconds = _embed_test(test_item, model, sr)
+    score = float(np.dot(enrolled, test))
+    return VerificationResult(
+        score=score,
+        same_speaker=score >= threshold,
+        threshold=threshold,
+        speech_seconds=seconds,
+        short=inference.is_short(seconds),
+    )
 
 
 def identify(
@@ -167,7 +191,8 @@ def identify(
     if not speakers:
         raise Ge2eError("identify needs at least one enrolled speaker")
     model = model or load_model()
-    test = embed_utterance(test_item, model, sr)
+    test, seconds = _embed_test(test_item, model, sr)
+    short = inference.is_short(seconds)
     matches = []
     for name, value in speakers.items():
         if isinstance(value, np.ndarray) and value.ndim == 1 and value.shape[0] == model.embedding_size:
@@ -179,5 +204,5 @@ def identify(
             )
         else:
             enrolled = embed_speaker(value, model, sr)
-        matches.append(Match(str(name), float(np.dot(enrolled, test))))
+        matches.append(Match(str(name), float(np.dot(enrolled, test)), seconds, short))
     return sorted(matches, key=lambda m: m.score, reverse=True)

@@ -539,16 +539,19 @@ def preprocess(
     sr: int | None = None,
     cfg: AudioConfig = AudioConfig(),
     name: str | None = None,
+    min_speech_ms: float | None = None,
 ) -> np.ndarray:
     """The whole front end for one utterance -> (T, n_mels) float32 log-mel features.
 
     :func:`load_speech` (decode to mono ``cfg.sample_rate``, silence check, volume normalisation, VAD) -> the
-    speech samples -> minimum duration (``cfg.min_speech_ms``) -> :func:`log_mel` -> subtract the per-utterance
-    mean over time (if ``cfg.mean_normalize``).
+    speech samples -> minimum duration -> :func:`log_mel` -> subtract the per-utterance mean over time (if
+    ``cfg.mean_normalize``).
 
     Args:
         source, sr: as for :func:`load_audio` (a path, file bytes, an array with ``sr``, or ``(array, sr)``).
         name: how errors name the input (default: the path, or ``<array>``).
+        min_speech_ms: least speech (audio when ``cfg.vad`` is off) accepted, default ``cfg.min_speech_ms``
+            (what training data needs); never less than one analysis window.
 
     Raises:
         AudioError subclasses; NoSpeechError for silent audio or no speech, AudioTooShort under the minimum.
@@ -556,12 +559,12 @@ def preprocess(
     name = input_name(source, name)
     wav, mask = load_speech(source, sr, cfg, name)
     wav = wav[mask]
-    min_samples = max(round(cfg.min_speech_ms * cfg.sample_rate / 1000), cfg.win_length)
+    minimum_ms = cfg.min_speech_ms if min_speech_ms is None else min_speech_ms
+    min_samples = max(round(minimum_ms * cfg.sample_rate / 1000), cfg.win_length)
     if len(wav) < min_samples:
         what = "speech" if cfg.vad else "audio"
-        raise AudioTooShort(
-            name, f"{1000 * len(wav) / cfg.sample_rate:.0f} ms of {what}, need {cfg.min_speech_ms:.0f} ms"
-        )
+        ms = 1000 / cfg.sample_rate
+        raise AudioTooShort(name, f"{ms * len(wav):.0f} ms of {what}, need {ms * min_samples:.0f} ms")
     feats = log_mel(torch.from_numpy(wav), cfg)
     if cfg.mean_normalize:
         feats = feats - feats.mean(dim=0, keepdim=True)

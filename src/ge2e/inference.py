@@ -26,6 +26,12 @@ from ge2e.errors import AudioError, Ge2eError
 
 logger = logging.getLogger(__name__)
 
+# Scoring takes any speech the VAD finds (at least one analysis window): AudioConfig.min_speech_ms is what training
+# data needs, and a keyword or a digit has less. A score from less than SHORT_SPEECH_SECONDS of speech is flagged
+# short instead: benchmarks/short_utterances.py measures how much weaker it is (docs/usage.md, Short utterances).
+SCORING_MIN_SPEECH_MS = 0.0
+SHORT_SPEECH_SECONDS = 1.0
+
 Item = Source  # one utterance: a path, file bytes, an array (with ``sr``) or an (array, sr) tuple
 
 
@@ -158,14 +164,42 @@ def as_items(items: Item | Sequence[Item]) -> list[Item]:
     return listed
 
 
+def scoring_features(encoder: Encoder, item: Item, sr: int | None = None, name: str | None = None) -> np.ndarray:
+    """``(T, n_mels)`` log-mel frames of one utterance to embed: :func:`ge2e.audio.preprocess` keeping any
+    speech, however short (see :data:`SCORING_MIN_SPEECH_MS`).
+
+    Raises:
+        AudioError: the item cannot be used (missing, corrupt, silent, no speech); the line names it.
+    """
+    return preprocess(item, sr, encoder.audio, name=name, min_speech_ms=SCORING_MIN_SPEECH_MS)
+
+
+def speech_seconds(mel: np.ndarray | torch.Tensor, cfg: AudioConfig) -> float:
+    """Seconds of speech behind ``(T, n_mels)`` frames (one frame per hop)."""
+    return mel.shape[0] * cfg.hop_ms / 1000
+
+
+def is_short(seconds: float) -> bool:
+    """Whether a score from ``seconds`` of speech is flagged short (less than :data:`SHORT_SPEECH_SECONDS`)."""
+    return seconds < SHORT_SPEECH_SECONDS
+
+
+def embed_with_speech(
+    encoder: Encoder, items: Item | Sequence[Item], sr: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`embed_utterances` and the seconds of speech behind each d-vector: ``((U, D), (U,))``."""
+    mels = [scoring_features(encoder, item, sr) for item in as_items(items)]
+    seconds = np.array([speech_seconds(mel, encoder.audio) for mel in mels])
+    return embed_mels(encoder, mels).numpy(), seconds
+
+
 def embed_utterances(encoder: Encoder, items: Item | Sequence[Item], sr: int | None = None) -> np.ndarray:
     """d-vectors of utterances (paths, bytes, arrays with ``sr``, ``(array, sr)``) -> ``(U, D)`` float32.
 
     Raises:
-        AudioError: an item cannot be used (missing, corrupt, silent, too short); the line names it.
+        AudioError: an item cannot be used (missing, corrupt, silent, no speech); the line names it.
     """
-    mels = [preprocess(item, sr, encoder.audio) for item in as_items(items)]
-    return embed_mels(encoder, mels).numpy()
+    return embed_with_speech(encoder, items, sr)[0]
 
 
 def embed_speaker(encoder: Encoder, items: Item | Sequence[Item], sr: int | None = None) -> np.ndarray:
@@ -191,8 +225,8 @@ def embed_files(
 ) -> EmbeddedFiles:
     """d-vectors of many audio files, ``batch_size`` utterances at a time with windows batched across them.
 
-    A file that cannot be used (missing, corrupt, silent, too short, ...) is skipped, logged, and listed in
-    ``errors`` with its one-line reason; the others are still embedded.
+    A file that cannot be used (missing, corrupt, silent, no speech, ...) is skipped, logged, and listed in
+    ``errors`` with its one-line reason; the others are still embedded, however short their speech.
     """
     kept: list[str] = []
     chunks: list[torch.Tensor] = []
@@ -200,7 +234,7 @@ def embed_files(
     pending: list[np.ndarray] = []
     for path in tqdm(paths, desc="embed", unit="file", disable=not progress, dynamic_ncols=True):
         try:
-            pending.append(preprocess(path, cfg=encoder.audio))
+            pending.append(scoring_features(encoder, path))
             kept.append(str(path))
         except AudioError as exc:
             errors[str(path)] = exc.problem

@@ -53,3 +53,13 @@ def threshold_origin_line(model: Encoder, given: float | None) -> str:
     from ge2e.pretrained import threshold_origin
 
     return threshold_origin(model)
+
+
+def short_speech_line(seconds: float) -> str:
+    """What ``verify`` and ``identify`` print under a score from a test utterance flagged short."""
+    from ge2e.inference import SHORT_SPEECH_SECONDS
+
+    return (
+        f"short utterance: {seconds:.2f} s of speech (under {SHORT_SPEECH_SECONDS:g} s), scored all the same, but at "
+        "this length the score errs far more often than on sentences (docs/usage.md, Short utterances)"
+    )

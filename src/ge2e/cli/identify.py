@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ge2e.cli._model import add_model_options, open_model, threshold_origin_line
+from ge2e.cli._model import add_model_options, open_model, short_speech_line, threshold_origin_line
 from ge2e.cli._preflight import report_skipped
 from ge2e.errors import Ge2eError, printable
 
@@ -102,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             verdict = f"unknown speaker: best match {best.speaker}, score {best.score:.3f} < threshold {threshold:.3f}"
         print(f"{printable(test)}: {verdict}")
+        if best.short:
+            print(f"  {short_speech_line(best.speech_seconds)}")
         for rank, match in enumerate(matches[: args.top], 1):
             print(f"  {rank}. {match.speaker}  {match.score:.3f}")
     if threshold is None:

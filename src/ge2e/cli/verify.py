@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ge2e.cli._model import add_model_options, open_model, threshold_origin_line
+from ge2e.cli._model import add_model_options, open_model, short_speech_line, threshold_origin_line
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Enroll a speaker from one or more utterances (their d-vectors are averaged), score the test "
         "utterance by cosine similarity and accept it when the score reaches the threshold (default: the "
         "model's threshold calibrated on the development speakers, see docs/model.md). Exit status 0 whatever "
-        "the decision; 1 when a file cannot be used.",
+        "the decision; 1 when a file cannot be used (no speech, corrupt, ...). A test utterance with little speech (a "
+        "digit, a keyword) is scored and flagged short: such scores err far more often.",
     )
     p.add_argument("--enroll", nargs="+", required=True, metavar="AUDIO", help="enrollment utterance(s)")
     p.add_argument("--test", required=True, metavar="AUDIO", help="the utterance to verify")
@@ -32,4 +33,6 @@ def run(args: argparse.Namespace) -> int:
     relation = ">=" if result.same_speaker else "<"
     print(f"{decision}: score {result.score:.3f} {relation} threshold {result.threshold:.3f}")
     print(threshold_origin_line(model, args.threshold))
+    if result.short:
+        print(short_speech_line(result.speech_seconds))
     return 0

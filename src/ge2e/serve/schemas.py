@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ge2e.inference import SHORT_SPEECH_SECONDS
 from ge2e.serve.keys import KEY_ID_PATTERN, MAX_RATE_PER_MINUTE, ApiKey, Role
 from ge2e.serve.records import Enrollment, Speaker
 
@@ -20,6 +21,10 @@ SpeakerId = Annotated[str, Path(pattern=ID_PATTERN, description="the speaker's i
 EnrollmentId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="an enrollment's id")]
 KeyId = Annotated[str, Path(pattern=KEY_ID_PATTERN, description="a key's public id")]
 Decision = Literal["accept", "reject"]
+SHORT_HELP = (
+    f"under {SHORT_SPEECH_SECONDS:g} s of speech: still scored, but such scores err far more often "
+    "(docs/usage.md, Short utterances)"
+)
 
 
 class _Out(BaseModel):
@@ -88,6 +93,7 @@ class VerifyResult(_Out):
     threshold: float
     decision: Decision = Field(description="'accept' when score >= threshold, else 'reject'")
     speech_seconds: float
+    short: bool = Field(description=SHORT_HELP)
 
 
 class Candidate(_Out):
@@ -102,6 +108,7 @@ class IdentifyResult(_Out):
     threshold: float
     n_speakers: int = Field(description="your tenant's enrolled speakers compared against")
     speech_seconds: float
+    short: bool = Field(description=SHORT_HELP)
 
 
 class EmbedResult(_Out):

@@ -10,9 +10,8 @@ import numpy as np
 from starlette.requests import Request
 
 from ge2e import __version__
-from ge2e.audio import preprocess
 from ge2e.errors import AudioError
-from ge2e.inference import Encoder, embed_mels
+from ge2e.inference import Encoder, embed_mels, is_short, scoring_features, speech_seconds
 from ge2e.serve.body import read_body
 from ge2e.serve.errors import ApiError, audio_error
 from ge2e.serve.keys import KeyStore
@@ -50,6 +49,10 @@ class Embedded:
     duration_seconds: float
     speech_seconds: float
 
+    @property
+    def short(self) -> bool:
+        return is_short(self.speech_seconds)
+
 
 class Service:
     """Everything a route needs, built once per app."""
@@ -80,8 +83,9 @@ class Service:
             label = upload.label(i, len(uploads))
             start = time.perf_counter()
             try:
-                decoded = decode(upload.data, label, self.config.max_audio_seconds, audio.min_speech_ms / 1000)
-                mel = preprocess(decoded.samples, decoded.sample_rate, cfg=audio, name=label)
+                # at least one analysis window: any speech in it is scored (and flagged short), as in the CLI
+                decoded = decode(upload.data, label, self.config.max_audio_seconds, audio.window_ms / 1000)
+                mel = scoring_features(self.model, decoded.samples, decoded.sample_rate, name=label)
             except AudioError as exc:
                 raise audio_error(exc, label) from None
             dvector = embed_mels(self.model, [mel])[0].numpy()
@@ -90,8 +94,7 @@ class Service:
             self.metrics.observe(
                 "ge2e_inference_seconds", "decode + front end + encoder time per utterance", time.perf_counter() - start
             )
-            speech = mel.shape[0] * audio.hop_ms / 1000
-            out.append(Embedded(dvector, upload, decoded.seconds, speech))
+            out.append(Embedded(dvector, upload, decoded.seconds, speech_seconds(mel, audio)))
         return out
 
     def warm_up(self) -> None:
@@ -99,7 +102,7 @@ class Service:
         audio = self.model.audio
         noise = np.random.default_rng(0).normal(0, 0.1, audio.sample_rate).astype(np.float32)
         with contextlib.suppress(AudioError):
-            embed_mels(self.model, [preprocess(noise, audio.sample_rate, cfg=audio, name="warm-up")])
+            embed_mels(self.model, [scoring_features(self.model, noise, audio.sample_rate, name="warm-up")])
 
     def gauges(self) -> list[tuple[str, str, float, tuple[tuple[str, str], ...]]]:
         speakers, enrollments = self.store.counts()

@@ -48,6 +48,7 @@ async def verify(
         threshold=used,
         decision=decision(score, used),
         speech_seconds=probe.speech_seconds,
+        short=probe.short,
     )
 
 
@@ -75,7 +76,11 @@ async def identify(
         for i in best
     ]
     return IdentifyResult(
-        candidates=candidates, threshold=used, n_speakers=len(models.ids), speech_seconds=probe.speech_seconds
+        candidates=candidates,
+        threshold=used,
+        n_speakers=len(models.ids),
+        speech_seconds=probe.speech_seconds,
+        short=probe.short,
     )
 
 
