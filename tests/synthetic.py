@@ -40,8 +40,9 @@ def voice(rng: np.random.Generator, f0: float, formants: np.ndarray, seconds: fl
     return (0.3 * wav / np.abs(wav).max() * rng.uniform(0.3, 1.0)).astype(np.float32)
 
 
-def make_corpus(root: Path, speakers: int, utterances: int, seed: int = 0) -> list[Utterance]:
-    """``<root>/spk<k>/<n>.wav`` for ``speakers`` voices x ``utterances`` clips of 1.2-2.4 s."""
+def make_corpus(root: Path, speakers: int, utterances: int, seed: int = 0, labels: int = 0) -> list[Utterance]:
+    """``<root>/spk<k>/<n>.wav`` for ``speakers`` voices x ``utterances`` clips of 1.2-2.4 s; with ``labels`` > 0,
+    clip n gets the keyword label ``w<n % labels>``."""
     rng = np.random.default_rng(seed)
     out = []
     for k in range(speakers):
@@ -51,14 +52,17 @@ def make_corpus(root: Path, speakers: int, utterances: int, seed: int = 0) -> li
         for n in range(utterances):
             path = root / f"spk{k}" / f"{n}.wav"
             sf.write(path, voice(rng, f0, formants, rng.uniform(1.2, 2.4)), SR)
-            out.append(Utterance(str(path), f"spk{k}", "", "synth"))
+            out.append(Utterance(str(path), f"spk{k}", f"w{n % labels}" if labels else "", "synth"))
     return out
 
 
-def make_cache(root: Path, speakers: int, utterances: int, seed: int = 0) -> Path:
-    """A prepared feature cache (``AUDIO`` front end) of :func:`make_corpus` speakers; returns its folder."""
-    utts = make_corpus(root / "wav", speakers, utterances, seed)
-    prepare(utts, root / "feats", cfg=AUDIO, workers=1, progress=False)
+def make_cache(
+    root: Path, speakers: int, utterances: int, seed: int = 0, labels: int = 0, augment: str | None = None
+) -> Path:
+    """A prepared feature cache (``AUDIO`` front end) of :func:`make_corpus` speakers, with ``augment``ed copies
+    when given (e.g. ``"noise"``); returns its folder."""
+    utts = make_corpus(root / "wav", speakers, utterances, seed, labels)
+    prepare(utts, root / "feats", cfg=AUDIO, workers=1, progress=False, augment=augment)
     return root / "feats"
 
 

@@ -15,7 +15,7 @@ from ge2e.audio import log_mel
 from ge2e.config import AudioConfig, InferenceConfig, LossConfig, ModelConfig
 from ge2e.inference import average_embeddings, embed_files, embed_frames, model_fingerprint, normalize_average
 from ge2e.loss import GE2ELoss, TE2ELoss, build_loss, enrollment_indices
-from ge2e.metrics import min_dcf
+from ge2e.metrics import det_curve, eer, min_dcf, threshold_at_far
 from ge2e.model import SpeakerEncoder
 from ge2e.scoring import as_norm, cosine_matrix, cosine_scores, s_norm
 
@@ -205,3 +205,29 @@ def test_log_mel_errors_and_output_type():
     wav = torch.from_numpy(np.random.default_rng(2).standard_normal(1_600)) * 0.1  # float64 samples
     out = log_mel(wav, AudioConfig(n_fft=400))  # n_fft equal to the window is allowed
     assert out.dtype == torch.float32 and out.shape == (1 + (1_600 - 400) // 160, 40)
+
+
+def test_metric_input_errors_say_what_is_wrong():
+    with pytest.raises(ValueError, match="must be 1-D"):
+        eer(np.zeros((2, 2)), [0, 1, 0, 1])
+    with pytest.raises(ValueError, match=r"^scores contain 2 NaN or infinite value\(s\)$"):
+        eer([0.1, np.nan, np.inf, 0.3], [0, 1, 0, 1])
+    with pytest.raises(ValueError, match=r"^labels must be 0 \(non-target\) or 1 \(target\)$"):
+        eer([0.1, 0.2], [0, 2])
+    for far in (0.0, 1.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match=r"^the target false-accept rate must be in \(0, 1\), got "):
+            threshold_at_far([0.1, 0.9], [0, 1], far)
+
+
+def test_det_points_between_adjacent_floats():
+    """Two scores one float apart: the midpoint rounds onto the lower one, so the upper must be the threshold."""
+    low = 1.0
+    high = float(np.nextafter(low, 2.0))
+    p_fa, p_miss, thresholds = det_curve([low, high], [0, 1])
+    assert thresholds.tolist() == [low, high, float(np.nextafter(high, np.inf))]
+    assert (p_fa.tolist(), p_miss.tolist()) == ([1.0, 0.0, 0.0], [0.0, 0.0, 1.0])
+
+
+def test_check_batch_names_the_shape():
+    with pytest.raises(ValueError, match=r"^embeddings must have shape \(N, M, D\), got \(3, 4\)$"):
+        GE2ELoss()(torch.zeros(3, 4))

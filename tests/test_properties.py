@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from ge2e.config import InferenceConfig
 from ge2e.inference import window_starts, windows
-from ge2e.metrics import det_curve, eer, min_dcf
+from ge2e.metrics import det_curve, eer, error_rates, min_dcf, threshold_at_far
 from ge2e.scoring import as_norm, cosine_matrix, cosine_scores, s_norm
 from ge2e.similarity import similarity_matrix
 from test_loss import reference_similarity
@@ -134,3 +134,17 @@ def test_scoring_against_definitions(n, c, d, seed, scale):
         st_ = np.sort([cos(test[i], x) for x in cohort])[-top:]
         expected_top.append(0.5 * ((raw[i] - se.mean()) / se.std() + (raw[i] - st_.mean()) / st_.std()))
     np.testing.assert_allclose(as_norm(raw, enroll, test, cohort, top_n=top), expected_top, rtol=1e-7, atol=1e-7)
+
+
+@PROPERTY
+@given(trial_lists, st.sampled_from([0.01, 0.1, 0.25, 0.5, 0.9]))
+def test_threshold_at_far_and_error_rates_against_counting(trials, far):
+    scores, labels = _trials(*trials)
+    tgt, non = scores[labels == 1], scores[labels == 0]
+    threshold = threshold_at_far(scores, labels, far)
+    p_fa, p_miss = error_rates(scores, labels, threshold)
+    assert (p_fa, p_miss) == (np.mean(non >= threshold), np.mean(tgt < threshold))
+    assert p_fa <= far
+    # lowest such threshold: any lower operating point accepts too many non-targets
+    lower = [t for t in np.unique(scores) if t < threshold]
+    assert all(np.mean(non >= t) > far for t in lower)

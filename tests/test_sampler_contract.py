@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from ge2e.config import DataConfig, SourceConfig
-from ge2e.data.sampler import BatchDataset, SpeakerPool
+from ge2e.data.sampler import BatchDataset, SpeakerPool, crop
 from ge2e.data.splits import data_root, resolve_speakers
 from ge2e.errors import ConfigError
 from synthetic import LabelledCache, make_cache
@@ -135,11 +136,55 @@ def test_speakers_from_lists_and_official_splits(tmp_path, monkeypatch):
 
 
 def test_pool_from_a_prepared_cache_keeps_the_listed_speakers(tmp_path):
-    cache = make_cache(tmp_path, speakers=3, utterances=2)
+    cache = make_cache(tmp_path, speakers=3, utterances=2, labels=2, augment="noise")
     listed = tmp_path / "two.txt"
     listed.write_text("synth/spk0\nsynth/spk2\n")
     pool = SpeakerPool.from_source(SourceConfig(cache=str(cache), splits=[str(listed)]), min_utterances=2)
     assert pool.speakers == ["synth/spk0", "synth/spk2"] and len(pool) == 2
     assert pool.name == f"{cache}:*"
-    assert [sorted(pool.cache.utterances[i].speaker for i in g) for g in pool.groups] == [["spk0"] * 2, ["spk2"] * 2]
-    assert len(SpeakerPool.from_source(SourceConfig(cache=str(cache)), min_utterances=3)) == 0
+    assert [sorted(pool.cache.utterances[i].speaker for i in g) for g in pool.groups] == [["spk0"] * 4, ["spk2"] * 4]
+    assert len(SpeakerPool.from_source(SourceConfig(cache=str(cache)), min_utterances=5)) == 0
+    # the keyword label and the augmented copies are filters too
+    keyword = SpeakerPool.from_source(SourceConfig(cache=str(cache), label="w1"))
+    assert keyword.name == f"{cache}:w1" and len(keyword) == 3
+    assert {keyword.cache.utterances[i].label for g in keyword.groups for i in g} == {"w1"}
+    assert [len(g) for g in keyword.groups] == [2, 2, 2]  # the clip and its noisy copy
+    originals = SpeakerPool.from_source(SourceConfig(cache=str(cache), label="w1", augmented=False))
+    assert [len(g) for g in originals.groups] == [1, 1, 1]
+
+
+def test_pool_defaults_keep_single_utterance_speakers_and_have_no_name():
+    pool = pool_of({"a": [50], "b": [50, 50]})
+    cache = pool.cache
+    default = SpeakerPool.from_indices(cache, list(range(len(cache.utterances))))
+    assert default.speakers == ["mem/a", "mem/b"] and default.name == ""
+
+
+def test_crop_starts_anywhere_including_both_ends():
+    frames = np.arange(10, dtype=np.float32)[:, None]
+    rng = np.random.default_rng(0)
+    starts = {int(crop(frames, 9, rng)[0, 0]) for _ in range(40)}
+    assert starts == {0, 1}
+
+
+def test_an_utterance_of_exactly_the_crop_length_is_the_crop():
+    cfg = DataConfig(speakers_per_batch=2, utterances_per_speaker=2, min_frames=30, max_frames=30)
+    for step in range(5):
+        (batch,) = BatchDataset([pool_of({"a": [30, 30], "b": [30, 30]})], cfg, seed=0)[step]
+        assert batch.dtype == torch.float32
+        assert (batch[..., OFFSET].numpy() == np.arange(30)).all()  # whole utterance, nothing appended
+
+
+def test_concat_joins_different_utterances_before_repeating_any():
+    cfg = DataConfig(speakers_per_batch=2, utterances_per_speaker=1, min_frames=60, max_frames=60)
+    pool = pool_of({"a": [10] * 7, "b": [10] * 7})
+    for step in range(10):
+        (batch,) = BatchDataset([pool], cfg, seed=3)[step]
+        for row in batch[:, 0].numpy():
+            ids = [int(u) for u, t in zip(row[:, UTTERANCE], row[:, OFFSET], strict=True) if t == 0]
+            assert len(ids) >= 5 and len(ids) == len(set(ids)), ids  # 5+ utterances, none twice
+
+
+def test_one_frame_crops_are_allowed():
+    cfg = DataConfig(speakers_per_batch=2, utterances_per_speaker=2, min_frames=1, max_frames=1)
+    assert BatchDataset([long_pool(2)], cfg, seed=0)[0][0].shape[2] == 1
