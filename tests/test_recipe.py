@@ -114,21 +114,21 @@ def test_sgd_keeps_one_rate_because_the_gradient_hooks_scale() -> None:
 class _LabelledCache:
     """Frame t of utterance u holds the value 1000 u + t: a batch row shows which utterances it came from."""
 
-    def __init__(self, lengths: list[int]) -> None:
+    def __init__(self, lengths: list[int], n_mels: int = 2) -> None:
         self.lengths = lengths
-        self.audio_config = AudioConfig(n_mels=2)
+        self.audio_config = AudioConfig(n_mels=n_mels)
 
     def features(self, u: int) -> np.ndarray:
         frames = 1000.0 * u + np.arange(self.lengths[u], dtype=np.float32)
-        return np.repeat(frames[:, None], 2, axis=1)
+        return np.repeat(frames[:, None], self.audio_config.n_mels, axis=1)
 
 
-def _pool(per_speaker: list[int], length: int) -> SpeakerPool:
+def _pool(per_speaker: list[int], length: int, n_mels: int = 2) -> SpeakerPool:
     groups, start = [], 0
     for count in per_speaker:
         groups.append(np.arange(start, start + count))
         start += count
-    cache = _LabelledCache([length] * start)
+    cache = _LabelledCache([length] * start, n_mels)
     return SpeakerPool(cache, [f"c/s{i}" for i in range(len(groups))], groups)  # type: ignore[arg-type]
 
 
@@ -169,6 +169,27 @@ def test_short_utterances_are_joined_with_other_utterances_of_the_speaker() -> N
         runs = [values[0]] + [v for a, v in itertools.pairwise(values) if v != a]
         # every word appears at most once in a crop: all six are used before any repeats
         assert len(runs) == len(set(runs)) >= 5
+
+
+def test_spec_masks_zero_one_band_and_one_span_and_leave_the_crops_alone() -> None:
+    pool = _pool([6, 6, 6], length=300, n_mels=40)
+    plain = DataConfig(speakers_per_batch=3, utterances_per_speaker=4, min_frames=50, max_frames=60, num_workers=0)
+    masked = dataclasses.replace(plain, freq_mask=8, time_mask=20)
+    widths = set()
+    for step in range(5):
+        (a,) = BatchDataset([pool], plain, seed=0)[step]
+        (b,) = BatchDataset([pool], masked, seed=0)[step]
+        a, b = a.numpy().reshape(-1, *a.shape[2:]), b.numpy().reshape(-1, *b.shape[2:])
+        changed = a != b
+        np.testing.assert_array_equal(b[changed], 0.0)  # only masking differs
+        for crop in changed:
+            bands = np.flatnonzero(crop.all(axis=0))  # mel bands zeroed over the whole crop
+            frames = np.flatnonzero(crop.all(axis=1))  # frames zeroed in every band
+            for run in (bands, frames):
+                assert run.size == 0 or np.all(np.diff(run) == 1)  # one contiguous block each
+            assert bands.size <= 8 and frames.size <= 20
+            widths.add((bands.size, frames.size))
+    assert len(widths) > 5  # widths are drawn, not fixed
 
 
 # ------------------------------------------------------------------------------------------ training run

@@ -17,6 +17,7 @@ import csv
 import itertools
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -134,8 +135,8 @@ def lineage(training: dict[str, Any], previous: dict[str, Any] | None) -> dict[s
     if before.get("out_dir") == training.get("out_dir"):  # an earlier checkpoint of this same run: same origin
         return before.get("lineage")
     if "utterances_per_step" not in before:  # records from before the field: a batch is "N speakers x M ..."
-        n, _, m, *_ = before["batch"].split()
-        before = {**before, "utterances_per_step": int(n) * int(m)}
+        n, m = (int(x) for x in re.findall(r"\d+", before["batch"])[:2])
+        before = {**before, "utterances_per_step": n * m}
     return compute(before)
 
 

@@ -115,6 +115,11 @@ class DataConfig:
     # Utterances shorter than the crop: "concat" appends other utterances of the same speaker (text-independent),
     # "pad" left-pads with zeros (the mean of normalised features) so a keyword stays one keyword.
     short: Literal["concat", "pad"] = "concat"
+    # SpecAugment-style masking of training crops (0: off): each crop gets one band of up to ``freq_mask`` mel
+    # bands and one span of up to ``time_mask`` frames set to 0, the mean of mean-normalised features. A cheap
+    # regulariser against memorising the few hundred training speakers; validation and inference never mask.
+    freq_mask: int = 0
+    time_mask: int = 0
     num_workers: int = 2
 
 

@@ -91,6 +91,20 @@ def distinct_draw(items: list[int] | np.ndarray, size: int, rng: np.random.Gener
     return np.concatenate([rng.permutation(items) for _ in range(rounds)])[:size]
 
 
+def spec_mask(batch: np.ndarray, freq_mask: int, time_mask: int, rng: np.random.Generator) -> None:
+    """In place, per ``(T, n_mels)`` crop of an ``(N, M, T, n_mels)`` batch: zero one random band of 0..freq_mask
+    mel bands and one random span of 0..time_mask frames (SpecAugment, Park et al. 2019, without time warping)."""
+    t, n_mels = batch.shape[2:]
+    for crop_ in batch.reshape(-1, t, n_mels):
+        for size, axis_len, axis in ((freq_mask, n_mels, 1), (time_mask, t, 0)):
+            width = int(rng.integers(0, min(size, axis_len) + 1))
+            start = int(rng.integers(0, axis_len - width + 1))
+            if axis == 1:
+                crop_[:, start : start + width] = 0.0
+            else:
+                crop_[start : start + width] = 0.0
+
+
 class BatchDataset(torch.utils.data.Dataset):
     """Map-style dataset whose item ``step`` is that step's batches, one ``(N, M, T, n_mels)`` tensor per pool.
 
@@ -116,7 +130,13 @@ class BatchDataset(torch.utils.data.Dataset):
     def __getitem__(self, step: int) -> list[torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.rank, step])
         length = int(rng.integers(self.cfg.min_frames, self.cfg.max_frames + 1))
-        return [torch.from_numpy(self._batch(pool, length, rng)) for pool in self.pools]
+        batches = [self._batch(pool, length, rng) for pool in self.pools]
+        if self.cfg.freq_mask or self.cfg.time_mask:
+            # masks draw from their own stream, so switching them on leaves the crops themselves unchanged
+            mask_rng = np.random.default_rng([self.seed, self.rank, step, 1])
+            for batch in batches:
+                spec_mask(batch, self.cfg.freq_mask, self.cfg.time_mask, mask_rng)
+        return [torch.from_numpy(b) for b in batches]
 
     def _batch(self, pool: SpeakerPool, length: int, rng: np.random.Generator) -> np.ndarray:
         n, m = self.cfg.speakers_per_batch, self.cfg.utterances_per_speaker
