@@ -128,12 +128,21 @@ def compute(training: dict[str, Any]) -> dict[str, Any]:
 
 
 def lineage(training: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The compute of the model this one was warm-started from, when that is the bundled model ``previous``."""
-    if previous is None or Path(training.get("init") or "").resolve() != DEFAULT_MODEL.resolve():
+    """The compute behind the weights this model was warm-started from (``init`` of its config).
+
+    That is the previous bundled model (its record ``previous``), or a checkpoint cut from another run, which
+    carries its own ``lineage`` in its meta; checkpoints of one run share their origin.
+    """
+    init = Path(training.get("init") or "")
+    if not training.get("init"):
         return None
-    before = previous["training"]
+    before = (previous or {}).get("training") or {}
     if before.get("out_dir") == training.get("out_dir"):  # an earlier checkpoint of this same run: same origin
         return before.get("lineage")
+    if init.resolve() != DEFAULT_MODEL.resolve():
+        return SpeakerEncoder.load(init).meta.get("lineage") if init.is_file() else None
+    if not before:
+        return None
     if "utterances_per_step" not in before:  # records from before the field: a batch is "N speakers x M ..."
         n, m = (int(x) for x in re.findall(r"\d+", before["batch"])[:2])
         before = {**before, "utterances_per_step": n * m}
