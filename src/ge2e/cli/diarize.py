@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ge2e.cli._model import add_model_options, open_model
+from ge2e.diarization.clustering import METHODS, tuned
 from ge2e.errors import Ge2eError
 
 
@@ -16,20 +17,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "diarize",
         help="who spoke when: speaker turns of recordings as RTTM",
-        description="Speaker diarization: VAD, d-vectors of 1.6 s windows every 0.4 s of speech, spectral "
-        "clustering with refined affinity (the number of speakers from the eigengap unless given), turns written "
-        "as RTTM (one line per turn; the file id is the audio file name without extension).",
+        description="Speaker diarization: VAD, d-vectors of 1.6 s windows every 0.4 s of speech, clustering "
+        "(the number of speakers estimated unless given), turns of at least --min-duration written as RTTM (one "
+        "line per turn; the file id is the audio file name without extension).",
     )
     p.add_argument("audio", nargs="+", metavar="AUDIO", help="recording(s); several go into one RTTM file")
     p.add_argument("--out", required=True, metavar="RTTM", help="output RTTM file")
     p.add_argument("--num-speakers", type=int, metavar="K", help="the number of speakers, when known")
     p.add_argument("--min-speakers", type=int, metavar="A", help="at least A speakers (default 1)")
     p.add_argument("--max-speakers", type=int, metavar="B", help="at most B speakers (default 10)")
-    p.add_argument("--method", choices=("spectral", "kmeans"), default="spectral", help="clustering (default spectral)")
+    p.add_argument(
+        "--method",
+        choices=METHODS,
+        help=f"clustering and speaker counting (default {tuned().method}, the best on dev; docs/diarization.md)",
+    )
     add_model_options(p)
     p.add_argument("--window", type=float, default=1.6, metavar="S", help="d-vector window in seconds (default 1.6)")
     p.add_argument("--step", type=float, default=0.4, metavar="S", help="window hop in seconds (default 0.4)")
-    p.add_argument("--no-autotune", action="store_true", help="fixed affinity threshold 0.95 (Wang et al.)")
+    p.add_argument(
+        "--min-duration", type=float, default=0.25, metavar="S", help="shortest speaker turn in seconds (default 0.25)"
+    )
     p.add_argument("--plot", action="store_true", help="also draw a timeline PNG next to the RTTM file")
     p.set_defaults(func=run)
 
@@ -60,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     speaker_range(args.num_speakers, args.min_speakers, args.max_speakers)
     try:
-        cfg = DiarizationConfig(window_s=args.window, step_s=args.step, autotune=not args.no_autotune)
+        cfg = DiarizationConfig(window_s=args.window, step_s=args.step, min_duration_s=args.min_duration)
     except ValueError as exc:
         raise Ge2eError(str(exc)) from None
     paths = [Path(a) for a in args.audio]
@@ -87,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
             from ge2e.diarization.plot import plot_timeline
 
             png = out.with_suffix(".png") if len(paths) == 1 else out.with_name(f"{out.stem}.{uri}.png")
-            plot_timeline({args.method: segments}, png, title=str(path), duration=speech.duration_s)
+            plot_timeline({args.method or tuned().method: segments}, png, title=str(path), duration=speech.duration_s)
             print(f"timeline: {png}")
     if results:
         write_rttm(results, out)

@@ -1,20 +1,56 @@
-"""Clustering d-vectors into speakers: Google's ``spectralcluster`` (refined affinity, eigengap speaker count)
-and a k-means baseline (silhouette speaker count)."""
+"""Clustering d-vectors into speakers, four ways of counting them (compared on dev by
+``recipes/diarization/tune.py``, which also picks the default):
+
+- ``nme-sc``: spectralcluster's auto-tuned spectral clustering (Park et al. 2019: binarised p-percentile
+  affinity pruning, p chosen per recording by the normalised maximum eigengap);
+- ``eigengap``: the refined affinity of Wang et al. (ICASSP 2018) at a fixed percentile p, count from the
+  largest eigengap;
+- ``ahc``: average-linkage agglomerative clustering of cosine distances, cut at a threshold;
+- ``kmeans``: cosine k-means, count by the best silhouette.
+
+The numbers tuned on dev (``eigengap`` p, ``ahc`` threshold, the default method) live in ``tuned.json`` beside
+this module, with the model and split they were tuned on; ``tune.py`` rewrites it.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from ge2e.errors import Ge2eError
 
-# AutoTune search range of the row-wise threshold percentile (Turn-to-Diarize's setting, Xia et al. 2022)
+METHODS: tuple[str, ...] = ("nme-sc", "eigengap", "ahc", "kmeans")
+TUNED_PATH = Path(__file__).with_name("tuned.json")
+# NME-SC's search range of the pruning percentile (Turn-to-Diarize's published AutoTune, Xia et al. 2022)
 AUTOTUNE_P_MIN = 0.40
 AUTOTUNE_P_MAX = 0.95
 AUTOTUNE_STEP = 0.05
 SEED = 0
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """What dev tuning chose. Attributes: the default ``method``, the ``eigengap`` method's fixed percentile
+    ``eigengap_p`` and the ``ahc`` cosine-distance ``ahc_threshold``."""
+
+    method: str = "nme-sc"
+    eigengap_p: float = 0.95
+    ahc_threshold: float = 0.5
+
+
+@functools.cache
+def tuned() -> Tuning:
+    """The tuning of ``tuned.json`` (its extra keys say where it came from), or the untuned defaults."""
+    if not TUNED_PATH.exists():
+        return Tuning()
+    record = json.loads(TUNED_PATH.read_text())
+    return Tuning(**{k: record[k] for k in Tuning.__dataclass_fields__ if k in record})
 
 
 @contextlib.contextmanager
@@ -33,23 +69,32 @@ def _seeded(seed: int) -> Iterator[None]:
 
 
 def spectral(
-    embeddings: np.ndarray, min_speakers: int, max_speakers: int, autotune: bool = True, window_overlap: int = 1
+    embeddings: np.ndarray,
+    min_speakers: int,
+    max_speakers: int,
+    autotune: bool = True,
+    p_percentile: float = 0.95,
+    window_overlap: int = 1,
 ) -> np.ndarray:
     """Spectral clustering of time-ordered d-vectors ``(N, D)`` -> ``(N,)`` int labels.
 
-    The affinity (cos + 1) / 2 is refined as in Wang et al. (ICASSP 2018): crop diagonal, Gaussian blur (sigma 1,
-    along time), row-wise threshold (soft, x0.01 below ``p`` x row max), symmetrise, diffuse, row-normalise. ``p``
-    is 0.95 (the paper) or, with ``autotune``, chosen per recording by the normalised maximum eigengap (Park et
-    al., 2019). The eigengap sets the number of speakers within the range; when ``min_speakers`` is 1, a GMM/BIC
-    test on the affinities decides between one speaker and several, ignoring the ``window_overlap`` nearest
-    neighbours of each window (overlapping windows are similar whoever speaks).
+    ``autotune``: NME-SC (spectralcluster's Turn-to-Diarize configuration without turn constraints: binarised
+    row-wise percentile pruning, average symmetrisation, graph-cut Laplacian, p searched in 0.40-0.95). Otherwise
+    the ICASSP 2018 refinement (crop diagonal, Gaussian blur along time, soft row-max threshold at
+    ``p_percentile``, symmetrise, diffuse, row-normalise). The eigengap sets the count within the range; when
+    ``min_speakers`` is 1, a GMM/BIC test on the affinities first decides between one speaker and several,
+    ignoring the ``window_overlap`` nearest neighbours of each window (overlapping windows are alike whoever
+    speaks).
     """
     from spectralcluster import (
         ICASSP2018_REFINEMENT_SEQUENCE,
         AutoTune,
         FallbackOptions,
+        LaplacianType,
+        RefinementName,
         RefinementOptions,
         SpectralClusterer,
+        SymmetrizeType,
         ThresholdType,
     )
 
@@ -57,26 +102,58 @@ def spectral(
     if min_speakers == 1 and n <= window_overlap + 1:
         # too few windows for the one-vs-many test (< about 3 s of speech): one speaker unless told otherwise
         return np.zeros(n, dtype=int)
+    if autotune:
+        options = {
+            "refinement_options": RefinementOptions(
+                thresholding_soft_multiplier=0.01,
+                thresholding_type=ThresholdType.Percentile,
+                thresholding_with_binarization=True,
+                thresholding_preserve_diagonal=True,
+                symmetrize_type=SymmetrizeType.Average,
+                refinement_sequence=[RefinementName.RowWiseThreshold, RefinementName.Symmetrize],
+            ),
+            "autotune": AutoTune(AUTOTUNE_P_MIN, AUTOTUNE_P_MAX, AUTOTUNE_STEP),
+            "laplacian_type": LaplacianType.GraphCut,
+            "row_wise_renorm": True,
+        }
+    else:
+        options = {
+            "refinement_options": RefinementOptions(
+                gaussian_blur_sigma=1,
+                p_percentile=p_percentile,
+                thresholding_soft_multiplier=0.01,
+                thresholding_type=ThresholdType.RowMax,
+                refinement_sequence=ICASSP2018_REFINEMENT_SEQUENCE,
+            )
+        }
     clusterer = SpectralClusterer(
         min_clusters=min_speakers,
         max_clusters=max_speakers,
-        refinement_options=RefinementOptions(
-            gaussian_blur_sigma=1,
-            p_percentile=AUTOTUNE_P_MAX,
-            thresholding_soft_multiplier=0.01,
-            thresholding_type=ThresholdType.RowMax,
-            refinement_sequence=ICASSP2018_REFINEMENT_SEQUENCE,
-        ),
-        autotune=AutoTune(AUTOTUNE_P_MIN, AUTOTUNE_P_MAX, AUTOTUNE_STEP) if autotune else None,
         fallback_options=FallbackOptions(single_cluster_affinity_diagonal_offset=window_overlap),
         custom_dist="cosine",
+        **options,
     )
     with _seeded(SEED):
         return np.asarray(clusterer.predict(np.asarray(embeddings, dtype=np.float64)), dtype=int)
 
 
+def agglomerative(embeddings: np.ndarray, min_speakers: int, max_speakers: int, threshold: float) -> np.ndarray:
+    """Average-linkage clustering of cosine distances ``(N, D)`` -> ``(N,)`` labels, merging while the closest
+    clusters are nearer than ``threshold``; a count outside ``[min_speakers, max_speakers]`` is clipped to it."""
+    from sklearn.cluster import AgglomerativeClustering
+
+    def fit(**kwargs: float | int | None) -> np.ndarray:
+        return AgglomerativeClustering(metric="cosine", linkage="average", **kwargs).fit_predict(embeddings)
+
+    labels = fit(n_clusters=None, distance_threshold=threshold)
+    count = len(set(labels.tolist()))
+    if not min_speakers <= count <= max_speakers:
+        labels = fit(n_clusters=min(max(count, min_speakers), max_speakers))
+    return labels
+
+
 def kmeans(embeddings: np.ndarray, min_speakers: int, max_speakers: int) -> np.ndarray:
-    """k-means baseline on unit-norm d-vectors ``(N, D)`` -> ``(N,)`` int labels.
+    """k-means on unit-norm d-vectors ``(N, D)`` -> ``(N,)`` int labels.
 
     Squared Euclidean distance between unit vectors is 2 - 2 cos, so this is cosine k-means. When the number
     of speakers is not fixed, the k in ``[max(2, min_speakers), max_speakers]`` with the best cosine silhouette
@@ -87,8 +164,6 @@ def kmeans(embeddings: np.ndarray, min_speakers: int, max_speakers: int) -> np.n
     from sklearn.metrics import silhouette_score
 
     n = len(embeddings)
-    if max_speakers == 1:
-        return np.zeros(n, dtype=int)
     best: tuple[float, np.ndarray] | None = None
     for k in range(max(2, min_speakers), max_speakers + 1):
         labels = KMeans(n_clusters=k, n_init=10, random_state=SEED).fit_predict(embeddings)
@@ -106,18 +181,26 @@ def cluster(
     embeddings: np.ndarray,
     min_speakers: int,
     max_speakers: int,
-    method: str = "spectral",
-    autotune: bool = True,
+    method: str | None = None,
     window_overlap: int = 1,
+    tuning: Tuning | None = None,
 ) -> np.ndarray:
-    """Speaker label per d-vector ``(N, D)`` -> ``(N,)`` int, with ``min_speakers <= max_speakers <= N``."""
+    """Speaker label per d-vector ``(N, D)`` -> ``(N,)`` int, with ``min_speakers <= max_speakers <= N``.
+
+    ``method`` (one of :data:`METHODS`) and ``tuning`` default to :func:`tuned`'s.
+    """
+    tuning = tuning or tuned()
+    method = method or tuning.method
+    if method not in METHODS:
+        raise Ge2eError(f"unknown clustering method {method!r}; choose from {', '.join(METHODS)}")
     n = len(embeddings)
     if not 1 <= min_speakers <= max_speakers <= max(n, 1):
         raise ValueError(f"need 1 <= min_speakers <= max_speakers <= {n}, got {min_speakers} and {max_speakers}")
     if n == 1 or max_speakers == 1:
         return np.zeros(n, dtype=int)
-    if method == "spectral":
-        return spectral(embeddings, min_speakers, max_speakers, autotune, window_overlap)
+    if method == "ahc":
+        return agglomerative(embeddings, min_speakers, max_speakers, tuning.ahc_threshold)
     if method == "kmeans":
         return kmeans(embeddings, min_speakers, max_speakers)
-    raise Ge2eError(f"unknown clustering method {method!r}; choose spectral or kmeans")
+    autotune = method == "nme-sc"
+    return spectral(embeddings, min_speakers, max_speakers, autotune, tuning.eigengap_p, window_overlap)

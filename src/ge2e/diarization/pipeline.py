@@ -1,7 +1,7 @@
-"""Who spoke when: VAD -> sliding-window d-vectors over the speech -> clustering -> merged speaker turns.
+"""Who spoke when: VAD -> sliding-window d-vectors over the speech -> clustering -> smoothed speaker turns.
 
 Follows Wang et al., "Speaker Diarization with LSTM" (ICASSP 2018): d-vectors of short, overlapping windows of
-speech, clustered with refined-affinity spectral clustering whose eigengap picks the number of speakers.
+speech, clustered into speakers (:mod:`ge2e.diarization.clustering`: how the number of speakers is found).
 
 Windowing (:class:`DiarizationConfig`): the non-speech frames are dropped, and windows of ``window_s`` (1.6 s,
 the 160 frames the encoder was trained on) slide over the remaining speech every ``step_s`` (0.4 s, the paper's
@@ -14,20 +14,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 
 from ge2e.config import InferenceConfig
+from ge2e.diarization.clustering import Tuning, cluster
 from ge2e.diarization.rttm import Segment
 from ge2e.errors import AudioTooShort, Ge2eError, NoSpeechError
 from ge2e.inference import Encoder, embed_frames, window_starts, windows
 
 logger = logging.getLogger(__name__)
 
-Method = Literal["spectral", "kmeans"]
-METHODS: tuple[str, ...] = ("spectral", "kmeans")
 DEFAULT_MAX_SPEAKERS = 10
 SPEAKER_FORMAT = "SPEAKER_{:02d}"  # pyannote's naming, familiar to users of its RTTM files
 
@@ -39,16 +37,18 @@ class DiarizationConfig:
     Attributes:
         window_s: window length in seconds; the encoder was trained on 1.4-1.8 s crops.
         step_s: hop between windows in seconds; also the time resolution of the speaker labels.
-        autotune: pick the affinity threshold per recording (Park et al., 2019) instead of the paper's fixed 0.95.
+        min_duration_s: no speaker turn shorter than this (see :func:`smooth`); 0 keeps every turn.
     """
 
     window_s: float = 1.6
     step_s: float = 0.4
-    autotune: bool = True
+    min_duration_s: float = 0.25
 
     def __post_init__(self) -> None:
         if not 0 < self.step_s <= self.window_s:
             raise ValueError(f"need 0 < step_s <= window_s, got step_s={self.step_s}, window_s={self.window_s}")
+        if self.min_duration_s < 0:
+            raise ValueError(f"need min_duration_s >= 0, got {self.min_duration_s}")
 
 
 @dataclass
@@ -77,6 +77,13 @@ class SpeechWindows:
     def speech_s(self) -> float:
         """Seconds of speech found by VAD."""
         return len(self.speech_frames) * self.frame_s
+
+
+def window_config(cfg: DiarizationConfig, frame_s: float, batch_windows: int) -> InferenceConfig:
+    """The sliding windows of ``cfg`` in frames of ``frame_s`` seconds, for :func:`ge2e.inference.windows`."""
+    size = max(1, round(cfg.window_s / frame_s))
+    step = max(1, round(cfg.step_s / frame_s))
+    return InferenceConfig(window_frames=size, overlap=1.0 - step / size, batch_windows=batch_windows)
 
 
 def embed_speech(
@@ -117,9 +124,7 @@ def embed_speech(
     if audio.mean_normalize:
         speech = speech - speech.mean(dim=0, keepdim=True)
 
-    size = max(1, round(cfg.window_s / frame_s))
-    step = max(1, round(cfg.step_s / frame_s))
-    icfg = InferenceConfig(window_frames=size, overlap=1.0 - step / size, batch_windows=model.inference.batch_windows)
+    icfg = window_config(cfg, frame_s, model.inference.batch_windows)
     cut = windows(speech, icfg)  # (N, min(F, size), n_mels)
     embeddings = embed_frames(model, cut)
     starts = np.asarray(window_starts(len(speech_frames), icfg), dtype=np.float64)
@@ -161,6 +166,43 @@ def to_segments(speech: SpeechWindows, labels: np.ndarray) -> list[Segment]:
     return segments
 
 
+def smooth(segments: list[Segment], min_duration_s: float, gap_s: float = 0.0) -> list[Segment]:
+    """Turns a listener would accept: no turn shorter than ``min_duration_s``, same-speaker neighbours merged.
+
+    Repeatedly the shortest turn under the minimum goes to the speaker of the longer of its neighbours within
+    ``gap_s`` (a label flicker inside someone's speech), or is dropped when it has none (a VAD blip between
+    pauses); then turns of one speaker that touch or are at most ``gap_s`` apart become one.
+    """
+    turns = sorted(segments, key=lambda s: s.start)
+
+    def merged(items: list[Segment]) -> list[Segment]:
+        out: list[Segment] = []
+        for seg in items:
+            if out and out[-1].speaker == seg.speaker and seg.start - out[-1].end <= gap_s + 1e-9:
+                out[-1] = Segment(out[-1].start, max(out[-1].end, seg.end), seg.speaker)
+            else:
+                out.append(seg)
+        return out
+
+    turns = merged(turns)
+    while turns:
+        i = min(range(len(turns)), key=lambda j: turns[j].duration)
+        if turns[i].duration >= min_duration_s - 1e-9:
+            break
+        neighbours = [
+            turns[j]
+            for j in (i - 1, i + 1)
+            if 0 <= j < len(turns) and max(turns[j].start - turns[i].end, turns[i].start - turns[j].end) <= gap_s + 1e-9
+        ]
+        if neighbours:
+            speaker = max(neighbours, key=lambda s: s.duration).speaker
+            turns[i] = Segment(turns[i].start, turns[i].end, speaker)
+        else:
+            del turns[i]
+        turns = merged(turns)
+    return turns
+
+
 def speaker_range(num_speakers: int | None, min_speakers: int | None, max_speakers: int | None) -> tuple[int, int]:
     """``(lo, hi)`` number of speakers to look for; ``num_speakers`` fixes both. Raises Ge2eError if invalid."""
     if num_speakers is not None:
@@ -181,12 +223,14 @@ def diarize_speech(
     num_speakers: int | None = None,
     min_speakers: int | None = None,
     max_speakers: int | None = None,
-    method: Method = "spectral",
+    method: str | None = None,
     cfg: DiarizationConfig | None = None,
+    tuning: Tuning | None = None,
 ) -> list[Segment]:
-    """Cluster the windows of :func:`embed_speech` and return the speaker turns (see :func:`diarize`)."""
-    from ge2e.diarization.clustering import cluster
+    """Cluster the windows of :func:`embed_speech` and return the smoothed speaker turns (see :func:`diarize`).
 
+    ``tuning``: the tuned clustering settings to use instead of ``tuned.json``'s (dev tuning tries several).
+    """
     cfg = cfg or DiarizationConfig()
     lo, hi = speaker_range(num_speakers, min_speakers, max_speakers)
     n = len(speech.embeddings)
@@ -195,8 +239,8 @@ def diarize_speech(
             speech.name, f"{speech.speech_s:.1f} s of speech gives {n} d-vector windows, too few for {lo} speakers"
         )
     overlap = max(1, round(cfg.window_s / cfg.step_s))
-    labels = cluster(speech.embeddings, lo, min(hi, n), method, autotune=cfg.autotune, window_overlap=overlap)
-    return to_segments(speech, labels)
+    labels = cluster(speech.embeddings, lo, min(hi, n), method, window_overlap=overlap, tuning=tuning)
+    return smooth(to_segments(speech, labels), cfg.min_duration_s)
 
 
 def diarize(
@@ -207,7 +251,7 @@ def diarize(
     num_speakers: int | None = None,
     min_speakers: int | None = None,
     max_speakers: int | None = None,
-    method: Method = "spectral",
+    method: str | None = None,
     cfg: DiarizationConfig | None = None,
 ) -> list[Segment]:
     """Who spoke when in one recording -> speaker turns in time order (seconds, ``SPEAKER_00``, ...).
@@ -217,8 +261,9 @@ def diarize(
         model: an :class:`~ge2e.inference.Encoder`; default: :func:`load_encoder` (the bundled model).
         num_speakers: the number of speakers when known; otherwise it is estimated within
             ``[min_speakers, max_speakers]`` (default 1 to 10).
-        method: ``"spectral"`` (refined affinity, eigengap speaker count) or ``"kmeans"`` (the baseline;
-            silhouette speaker count, never one speaker unless ``max_speakers`` is 1).
+        method: how speakers are clustered and counted, one of ``nme-sc``, ``eigengap``, ``ahc``, ``kmeans``
+            (:mod:`ge2e.diarization.clustering`); default: the method chosen on dev (``tuned.json``).
+        cfg: windowing and the minimum turn duration (default 0.25 s).
 
     Raises:
         AudioError subclasses for unreadable, silent or too short audio; Ge2eError for an invalid speaker range.

@@ -75,6 +75,30 @@ def load_sources(paths_by_speaker: Mapping[str, Sequence[str]], threshold: float
     return sources
 
 
+def join_sources(sources: Sequence[Source], gap_s: float = 0.3) -> list[Source]:
+    """One source per speaker: their recordings end to end with ``gap_s`` of silence between them.
+
+    Corpora of isolated words or short commands (Speech Commands, DSPSpeech-20) have recordings shorter than a
+    conversational turn; joined, a turn can run over several of them like a speaker pausing between phrases.
+    """
+    gap = np.zeros(round(gap_s * SAMPLE_RATE), dtype=np.float32)
+    joined = []
+    for speaker in dict.fromkeys(s.speaker for s in sources):
+        parts, regions, offset = [], [], 0
+        for source in (s for s in sources if s.speaker == speaker):
+            regions += [(a + offset, b + offset) for a, b in source.regions]
+            parts += [source.wav, gap]
+            offset += len(source.wav) + len(gap)
+        count = len(parts) // 2
+        joined.append(Source(speaker, f"{speaker} ({count} recordings)", np.concatenate(parts), regions))
+    return joined
+
+
+def speech_seconds(source: Source) -> float:
+    """Seconds of VAD speech in a source."""
+    return sum(b - a for a, b in source.regions) / SAMPLE_RATE
+
+
 def _pick_turn(
     sources: list[Source], used: set[tuple[int, int]], target: float, rng: np.random.Generator
 ) -> tuple[int, list[int]]:
