@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from ge2e.audio import log_mel
+from ge2e.audio import log_mel, normalize_volume, peak_dbfs
 from ge2e.config import AudioConfig, InferenceConfig, LossConfig, ModelConfig
 from ge2e.inference import average_embeddings, embed_files, embed_frames, model_fingerprint, normalize_average
 from ge2e.loss import GE2ELoss, TE2ELoss, build_loss, enrollment_indices
@@ -231,3 +231,19 @@ def test_det_points_between_adjacent_floats():
 def test_check_batch_names_the_shape():
     with pytest.raises(ValueError, match=r"^embeddings must have shape \(N, M, D\), got \(3, 4\)$"):
         GE2ELoss()(torch.zeros(3, 4))
+
+
+def test_peak_level_and_empty_or_silent_audio():
+    assert peak_dbfs(np.array([0.25, -0.5], dtype=np.float32)) == pytest.approx(20 * np.log10(0.5), abs=1e-12)
+    assert peak_dbfs(np.zeros(0, dtype=np.float32)) == float("-inf")
+    assert peak_dbfs(np.zeros(8, dtype=np.float32)) == float("-inf")
+    for method in ("peak", "loudness"):
+        assert normalize_volume(np.zeros(0, dtype=np.float32), method).shape == (0,)
+
+
+def test_cosine_scores_errors_name_the_side():
+    e = np.ones((2, 3))
+    with pytest.raises(ValueError, match=r"^enroll must be 2-D"):
+        cosine_scores(e[0], e)
+    with pytest.raises(ValueError, match=r"^test must be 2-D"):
+        cosine_scores(e, e[0])
