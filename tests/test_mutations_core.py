@@ -13,7 +13,16 @@ import torch
 
 from ge2e.audio import log_mel, normalize_volume, peak_dbfs
 from ge2e.config import AudioConfig, InferenceConfig, LossConfig, ModelConfig
-from ge2e.inference import average_embeddings, embed_files, embed_frames, model_fingerprint, normalize_average
+from ge2e.errors import Ge2eError
+from ge2e.inference import (
+    as_items,
+    average_embeddings,
+    embed_files,
+    embed_frames,
+    model_fingerprint,
+    normalize_average,
+    window_starts,
+)
 from ge2e.loss import GE2ELoss, TE2ELoss, build_loss, enrollment_indices
 from ge2e.metrics import det_curve, eer, min_dcf, threshold_at_far
 from ge2e.model import SpeakerEncoder
@@ -247,3 +256,15 @@ def test_cosine_scores_errors_name_the_side():
         cosine_scores(e[0], e)
     with pytest.raises(ValueError, match=r"^test must be 2-D"):
         cosine_scores(e, e[0])
+
+
+def test_inference_input_errors_and_single_items():
+    with pytest.raises(ValueError, match=r"^cannot window an utterance with no frames$"):
+        window_starts(0)
+    with pytest.raises(Ge2eError, match=r"^no utterances given$"):
+        as_items([])
+    assert as_items("a.wav") == ["a.wav"] and as_items(["a.wav", "b.wav"]) == ["a.wav", "b.wav"]
+    vectors = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    grouped = normalize_average(vectors, torch.tensor([0, 1, 0, 1]), 2)
+    assert grouped.dtype == torch.float64
+    torch.testing.assert_close(grouped[1], normalize_average(vectors[1::2]))
