@@ -218,6 +218,15 @@ def render(
         f"- Training compute in all: **{total['steps']:,} steps, {total['utterances']:,} utterance crops, "
         f"{total['hours']:.1f} CPU-hours**.",
         "",
+    ]
+    if record.get("curve"):
+        lines += [
+            "Validation EER against training hours of the runs behind this model (`recipes/shared_ti/plot_runs.py`):",
+            "",
+            f"![training curve]({record['curve']})",
+            "",
+        ]
+    lines += [
         "## Decision threshold",
         "",
     ]
@@ -302,12 +311,17 @@ def render(
         "audio than on the shared corpora. Re-calibrate the threshold on your own development data.",
         "- DSPSpeech-20 has one recording device per speaker, so its figures partly measure device recognition.",
         "- The model is text-independent; on the keyword list it is used as is, without keyword-specific training.",
-        "- Utterances with less than 250 ms of speech after VAD are rejected rather than scored.",
+        "- Test utterances with under 1 s of speech are scored but flagged short; what such scores are worth is "
+        "measured in docs/usage.md. Audio without speech is refused.",
         "",
         "## Reproduce",
         "",
         "```sh",
-        "ge2e train recipes/shared_ti/conf/small.yaml                       # the lead's training run",
+        "bash recipes/shared_ti/run.sh 1 1                                  # feature cache of the five corpora",
+        "ge2e train recipes/shared_ti/conf/small.yaml                       # warm start from the bundled model",
+        "ge2e train recipes/shared_ti/conf/small.yaml --set out_dir=exp/shared_ti_small_v2_specaug \\",
+        "  init=exp/v2_step2100_init.pt data.freq_mask=6 data.time_mask=20 seed=1   # continued, with SpecAugment",
+        "bash recipes/shared_ti/bundle.sh exp/shared_ti_small_v2_specaug   # choose on the dev lists, calibrate",
         "python recipes/shared_ti/calibrate.py --model src/ge2e/pretrained/ge2e_small.pt",
         "python benchmarks/resemblyzer_eer.py                               # optional: pip install 'ge2e[bench]'",
         "python recipes/shared_ti/model_card.py",
@@ -332,8 +346,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(REPO / "docs/model.md"), help="model card to write")
     parser.add_argument("--check", action="store_true", help="re-evaluate and compare with --results; write nothing")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--curve", help="training-curve PNG to show, relative to docs/ (plot_runs.py)")
+    parser.add_argument("--render", action="store_true", help="only re-render the card from --results")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.render:
+        record = _read_json(Path(args.results))
+        if record is None:
+            print(f"model_card: {args.results} not found", file=sys.stderr)
+            return 1
+        record["curve"] = args.curve or record.get("curve")
+        return _write(record, args)
     data = Path(args.data)
     if not (data / "trials").is_dir():
         print(f"model_card: {data}/trials not found (set GE2E_DATA or --data)", file=sys.stderr)
@@ -371,13 +394,19 @@ def main(argv: list[str] | None = None) -> int:
         "training": training,
         "calibration": calibration,
         "test": test,
+        "curve": args.curve,
         "script": "recipes/shared_ti/model_card.py",
     }
+    return _write(record, args)
+
+
+def _write(record: dict[str, Any], args: argparse.Namespace) -> int:
+    """Write the figures JSON and the card rendered from it."""
     results_text = json.dumps(record, indent=1) + "\n"
-    atomic_write(results_path, lambda f: f.write(results_text), "w")
+    atomic_write(args.results, lambda f: f.write(results_text), "w")
     card = render(record, _read_json(Path(args.resemblyzer)), _read_json(Path(args.baseline)))
     atomic_write(args.out, lambda f: f.write(card), "w")
-    print(f"wrote {args.out} and {results_path}")
+    print(f"wrote {args.out} and {args.results}")
     return 0
 
 

@@ -1,0 +1,48 @@
+"""Cut a model checkpoint out of a run's ``last.pt``: its encoder weights, configs and step, plus the compute
+behind them (``lineage``: steps, utterance crops, CPU-hours, the run's own warm-start lineage included), so that a
+run started from it (``init:``) can report its full training compute in the model card.
+
+    python recipes/shared_ti/cut_last.py exp/shared_ti_small_v2 exp/v2_step2100_init.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from model_card import DEFAULT_BASELINE, _read_json, compute, lineage, training_facts
+
+from ge2e.config import AudioConfig, InferenceConfig, ModelConfig
+from ge2e.model import SpeakerEncoder, preset
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="run folder (out_dir) holding last.pt and metrics.csv")
+    parser.add_argument("out", type=Path, help="model checkpoint to write")
+    parser.add_argument("--baseline", default=str(DEFAULT_BASELINE), help="record of the model the run started from")
+    args = parser.parse_args(argv)
+    state = torch.load(args.run / "last.pt", map_location="cpu", weights_only=False)  # our own training state
+    cfg = state["config"]
+    data = cfg["data"]
+    window = round((data["min_frames"] + data["max_frames"]) / 2)
+    encoder = SpeakerEncoder(
+        ModelConfig(**cfg["model"]) if cfg.get("model") else preset(cfg["preset"]),
+        AudioConfig(**cfg["audio"]),
+        InferenceConfig(**cfg["inference"]) if cfg.get("inference") else InferenceConfig(window_frames=window),
+    )
+    prefix = "encoder."
+    encoder.load_state_dict({k[len(prefix) :]: v for k, v in state["objective"].items() if k.startswith(prefix)})
+    encoder.meta = {"step": state["step"], "config": cfg}
+    facts = training_facts(encoder, args.run)
+    facts["lineage"] = lineage(facts, _read_json(Path(args.baseline)))
+    total = compute(facts)
+    encoder.save(args.out, step=state["step"], config=cfg, lineage=total, source=str(args.run / "last.pt"))
+    print(f"{args.out}: step {state['step']}; lineage {total}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
