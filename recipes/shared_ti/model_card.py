@@ -183,8 +183,9 @@ def render(
     hours = f"{t['train_seconds'] / 3600:.1f} h ({t['seconds_per_step']:.2f} s/step)" if "train_seconds" in t else "-"
     total = compute(t)
     warm = (
-        f"; it started from the weights of the previous bundled model ({t['lineage']['steps']:,} steps, "
-        f"{t['lineage']['utterances']:,} utterances, {t['lineage']['hours']:.1f} CPU-hours)"
+        f"; it was warm-started from `{t['init']}`, weights with {t['lineage']['steps']:,} earlier steps "
+        f"({t['lineage']['utterances']:,} utterance crops, {t['lineage']['hours']:.1f} CPU-hours, back to the "
+        "first bundled model)"
         if t.get("lineage")
         else ""
     )
@@ -213,7 +214,10 @@ def render(
         "(`$GE2E_DATA/splits`); no dev or test speaker is trained on.",
         f"- Validation (checkpoint selection): {', '.join(f'`{s}`' for s in t['val_splits'])}.",
         f"- Loss: GE2E ({t['loss']}); batch {t['batch']}, random crops of {t['crop_frames']} frames; {t['optimizer']}.",
-        f"- Checkpoint: step {t['step']}, validation EER {_pct(t['val_eer'])} (mean of the dev sources).",
+        f"- Checkpoint: step {t['step']}"
+        + (f", validation EER {_pct(t['val_eer'])} (mean of the dev sources)." if t.get("val_eer") else ".")
+        + " Candidates (best and last checkpoints of the runs) are compared by their mean EER on the four "
+        "official dev trial lists (`calibrate.py` prints them); the lowest is bundled.",
         f"- Training wall time to that step: {hours}, one CPU core, from the experiment's metrics.csv{warm}.",
         f"- Training compute in all: **{total['steps']:,} steps, {total['utterances']:,} utterance crops, "
         f"{total['hours']:.1f} CPU-hours**.",
@@ -319,9 +323,12 @@ def render(
         "```sh",
         "bash recipes/shared_ti/run.sh 1 1                                  # feature cache of the five corpora",
         "ge2e train recipes/shared_ti/conf/small.yaml                       # warm start from the bundled model",
+        "python recipes/shared_ti/cut_last.py exp/shared_ti_small_v2 exp/v2_step2100_init.pt   # at step 2100",
         "ge2e train recipes/shared_ti/conf/small.yaml --set out_dir=exp/shared_ti_small_v2_specaug \\",
         "  init=exp/v2_step2100_init.pt data.freq_mask=6 data.time_mask=20 seed=1   # continued, with SpecAugment",
-        "bash recipes/shared_ti/bundle.sh exp/shared_ti_small_v2_specaug   # choose on the dev lists, calibrate",
+        "python recipes/shared_ti/cut_last.py exp/shared_ti_small_v2_specaug exp/v2_specaug_last.pt",
+        "python recipes/shared_ti/calibrate.py --model exp/v2_specaug_last.pt   # dev EERs of each candidate",
+        "cp exp/v2_specaug_last.pt src/ge2e/pretrained/ge2e_small.pt        # the candidate chosen on dev",
         "python recipes/shared_ti/calibrate.py --model src/ge2e/pretrained/ge2e_small.pt",
         "python benchmarks/resemblyzer_eer.py                               # optional: pip install 'ge2e[bench]'",
         "python recipes/shared_ti/model_card.py",
