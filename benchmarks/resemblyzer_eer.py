@@ -23,17 +23,11 @@ import torch
 
 from common import machine, write_result
 from ge2e.audio import load_audio
+from ge2e.data.splits import TEST_LISTS
 from ge2e.errors import AudioError
 from ge2e.evaluate import EmbeddingStore, list_trials, score_trials
 from ge2e.metrics import eer, min_dcf
 
-TEST_LISTS = (
-    "LibriSpeech.test",
-    "DSPSpeech-20.test",
-    "speechocean762.test",
-    "wuw2.test",
-    "speech_commands_v0.02_test.test",
-)
 MIN_SAMPLES = 1_600  # 100 ms at 16 kHz: less than this after webrtcvad trimming is "no speech"
 
 

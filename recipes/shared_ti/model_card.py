@@ -26,19 +26,13 @@ import numpy as np
 import torch
 
 from ge2e.api import calibration_path, file_sha256
+from ge2e.data.splits import TEST_LISTS
 from ge2e.errors import Ge2eError
 from ge2e.evaluate import EmbeddingStore, evaluate, list_trials, model_fingerprint
 from ge2e.files import atomic_write
 from ge2e.model import SpeakerEncoder
 
 REPO = Path(__file__).resolve().parents[2]
-TEST_LISTS = (
-    "LibriSpeech.test",
-    "DSPSpeech-20.test",
-    "speechocean762.test",
-    "wuw2.test",
-    "speech_commands_v0.02_test.test",
-)
 KIND = {
     "LibriSpeech.test": "text-independent",
     "DSPSpeech-20.test": "text-independent (isolated words)",

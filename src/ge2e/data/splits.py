@@ -11,6 +11,16 @@ from pathlib import Path
 from ge2e.data.readers import load_split, read_speaker_list
 from ge2e.errors import ConfigError
 
+# The official test trial lists of the shared corpora (``$GE2E_DATA/trials/<name>.txt``): every reported figure of
+# the bundled model and of the baselines it is compared with comes from these.
+TEST_LISTS = (
+    "LibriSpeech.test",
+    "DSPSpeech-20.test",
+    "speechocean762.test",
+    "wuw2.test",
+    "speech_commands_v0.02_test.test",
+)
+
 
 def data_root() -> Path:
     """The shared corpora folder: ``$GE2E_DATA`` or ``../shared/data``."""
