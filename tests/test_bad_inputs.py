@@ -386,3 +386,35 @@ def test_missing_optional_package_is_reported_before_any_work(
     status = main(argv)
     err = capsys.readouterr().err
     assert status == 1 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("command", ["eval", "diarize", "export"])
+def test_unwritable_output_is_refused_before_the_model_is_loaded(
+    command: str,
+    corpus: Path,
+    model: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An output under a regular file cannot be created: one line, before any model or audio is touched."""
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded before the output was checked")
+
+    for where in ("ge2e.cli.eval.open_model", "ge2e.cli.diarize.open_model", "ge2e.pretrained.load_model"):
+        monkeypatch.setattr(where, no_model)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    out = blocker / "out"
+    trials = tmp_path / "trials.txt"
+    trials.write_text(f"1 {corpus / 'good0.wav'} {corpus / 'good0.wav'}\n")
+    argv = {
+        "eval": ["eval", "--trials", str(trials), "--out", str(out)],
+        "diarize": ["diarize", str(corpus / "good0.wav"), "--out", str(out / "x.rttm")],
+        "export": ["export", str(model), str(out / "x.onnx")],
+    }[command]
+    status = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and len(err) == 1, err
+    assert f"ge2e {command}: error: " in err[0] and "cannot write" in err[0] and str(blocker) in err[0]

@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from ge2e.diarization import DiarizationConfig, embed_speech, write_rttm
     from ge2e.diarization.pipeline import diarize_speech, speaker_range
     from ge2e.errors import AudioError
+    from ge2e.files import check_writable
 
     speaker_range(args.num_speakers, args.min_speakers, args.max_speakers)
     try:
@@ -74,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
     uris = [_uri(p) for p in paths]
     if len(set(uris)) < len(uris):
         raise Ge2eError("several inputs have the same file name; RTTM file ids must be unique")
+    out = check_writable(args.out) / Path(args.out).name  # before any embedding
     model = open_model(args)
-    out = Path(args.out)
     results, failed = {}, {}
     for path, uri in zip(paths, uris, strict=True):
         try:

@@ -80,7 +80,9 @@ def _corpus_trials(args: argparse.Namespace) -> tuple[list[EvalTrial], dict]:
 
 def run(args: argparse.Namespace) -> int:
     from ge2e.evaluate import EmbeddingStore, EvalOptions, evaluate, list_trials, model_fingerprint, write_outputs
+    from ge2e.files import check_writable
 
+    check_writable(args.out, folder=True)  # before hours of embedding, not after
     model = open_model(args)
     if args.trials:
         trials = list_trials(args.trials, args.root)

@@ -22,15 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ge2e.errors import Ge2eError
     from ge2e.export import PARITY_COSINE, export
+    from ge2e.files import check_writable
     from ge2e.model import SpeakerEncoder
     from ge2e.pretrained import load_model
 
-    if Path(args.out).is_dir():
-        raise Ge2eError(f"{args.out}: is a directory; give the output file name")
+    check_writable(args.out)  # a folder, or a place that cannot be written: say so before exporting
     if args.opset < 14:
         raise Ge2eError(f"--opset {args.opset}: ONNX export needs opset 14 or newer")
     model = load_model(args.model)
