@@ -18,27 +18,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
-from ge2e.config import (
-    AudioConfig,
-    DataConfig,
-    InferenceConfig,
-    LossConfig,
-    ModelConfig,
-    OptimConfig,
-    SourceConfig,
-    TrainConfig,
-)
-from ge2e.data.prepare import prepare
-from ge2e.data.readers import Utterance, read_corpus
-from ge2e.data.sampler import BatchDataset, SpeakerPool, fit_length
+from ge2e.config import DataConfig, InferenceConfig, ModelConfig, OptimConfig, SourceConfig, TrainConfig
+from ge2e.data.readers import read_corpus
+from ge2e.data.sampler import BatchDataset, SpeakerPool, fit_length, spec_mask
 from ge2e.errors import ConfigError, Ge2eError
 from ge2e.loss import GE2ELoss, TE2ELoss
 from ge2e.model import SpeakerEncoder, preset
 from ge2e.similarity import similarity_matrix
 from ge2e.train import Objective, build_optimizer, train
+from synthetic import AUDIO, LabelledCache, make_cache, tiny_train_config
 
 # ---------------------------------------------------------------------------------------------------- loss
 
@@ -111,29 +101,17 @@ def test_sgd_keeps_one_rate_because_the_gradient_hooks_scale() -> None:
 # -------------------------------------------------------------------------------------------------- sampler
 
 
-class _LabelledCache:
-    """Frame t of utterance u holds the value 1000 u + t: a batch row shows which utterances it came from."""
-
-    def __init__(self, lengths: list[int], n_mels: int = 2) -> None:
-        self.lengths = lengths
-        self.audio_config = AudioConfig(n_mels=n_mels)
-
-    def features(self, u: int) -> np.ndarray:
-        frames = 1000.0 * u + np.arange(self.lengths[u], dtype=np.float32)
-        return np.repeat(frames[:, None], self.audio_config.n_mels, axis=1)
+UTTERANCE, REAL = 1, 3  # columns of synthetic.LabelledCache frames
 
 
-def _pool(per_speaker: list[int], length: int, n_mels: int = 2) -> SpeakerPool:
-    groups, start = [], 0
-    for count in per_speaker:
-        groups.append(np.arange(start, start + count))
-        start += count
-    cache = _LabelledCache([length] * start, n_mels)
-    return SpeakerPool(cache, [f"c/s{i}" for i in range(len(groups))], groups)  # type: ignore[arg-type]
+def _pool(per_speaker: list[int], length: int) -> SpeakerPool:
+    cache = LabelledCache({f"s{i}": [length] * count for i, count in enumerate(per_speaker)})
+    return SpeakerPool.from_indices(cache, list(range(len(cache.utterances))))  # type: ignore[arg-type]
 
 
 def _sources(block: np.ndarray) -> list[set[int]]:
-    return [set(np.unique(row // 1000).astype(int).tolist()) for row in block]
+    """The utterances each row of a speaker's ``(M, T, n_mels)`` block was cut from."""
+    return [set(row[row[:, REAL] == 1, UTTERANCE].astype(int).tolist()) for row in block]
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -165,77 +143,53 @@ def test_short_utterances_are_joined_with_other_utterances_of_the_speaker() -> N
     for _ in range(20):
         first = int(rng.integers(0, 6))
         frames = fit_length(pool, 0, first, 150, "concat", rng)
-        values = (frames[:, 0] // 1000).astype(int)
+        values = frames[:, UTTERANCE].astype(int)
         runs = [values[0]] + [v for a, v in itertools.pairwise(values) if v != a]
         # every word appears at most once in a crop: all six are used before any repeats
         assert len(runs) == len(set(runs)) >= 5
 
 
-def test_spec_masks_zero_one_band_and_one_span_and_leave_the_crops_alone() -> None:
-    pool = _pool([6, 6, 6], length=300, n_mels=40)
+def test_spec_masks_zero_one_band_and_one_span() -> None:
+    rng = np.random.default_rng(0)
+    batch = rng.uniform(1.0, 2.0, size=(3, 4, 60, 40)).astype(np.float32)  # no zero before masking
+    spec_mask(batch, 8, 20, rng)
+    widths = set()
+    for crop in batch.reshape(-1, 60, 40) == 0.0:
+        bands = np.flatnonzero(crop.all(axis=0))  # mel bands zeroed over the whole crop
+        frames = np.flatnonzero(crop.all(axis=1))  # frames zeroed in every band
+        for run in (bands, frames):
+            assert run.size == 0 or np.all(np.diff(run) == 1)  # one contiguous block each
+        assert bands.size <= 8 and frames.size <= 20
+        np.testing.assert_array_equal(crop, crop.all(axis=0)[None, :] | crop.all(axis=1)[:, None])  # nothing else
+        widths.add((bands.size, frames.size))
+    assert len(widths) > 5  # widths are drawn, not fixed
+
+
+def test_spec_masks_leave_the_crops_alone() -> None:
+    pool = _pool([6, 6, 6], length=300)
     plain = DataConfig(speakers_per_batch=3, utterances_per_speaker=4, min_frames=50, max_frames=60, num_workers=0)
     masked = dataclasses.replace(plain, freq_mask=8, time_mask=20)
-    widths = set()
     for step in range(5):
         (a,) = BatchDataset([pool], plain, seed=0)[step]
         (b,) = BatchDataset([pool], masked, seed=0)[step]
-        a, b = a.numpy().reshape(-1, *a.shape[2:]), b.numpy().reshape(-1, *b.shape[2:])
         changed = a != b
+        assert changed.any()
         np.testing.assert_array_equal(b[changed], 0.0)  # only masking differs
-        for crop in changed:
-            bands = np.flatnonzero(crop.all(axis=0))  # mel bands zeroed over the whole crop
-            frames = np.flatnonzero(crop.all(axis=1))  # frames zeroed in every band
-            for run in (bands, frames):
-                assert run.size == 0 or np.all(np.diff(run) == 1)  # one contiguous block each
-            assert bands.size <= 8 and frames.size <= 20
-            widths.add((bands.size, frames.size))
-    assert len(widths) > 5  # widths are drawn, not fixed
 
 
 # ------------------------------------------------------------------------------------------ training run
 
 
-def _synthetic_cache(root: Path, audio: AudioConfig) -> Path:
-    """Three 'speakers' of coloured noise, four 1.5 s files each, featurised without VAD."""
-    rng = np.random.default_rng(0)
-    manifest = []
-    for s in range(3):
-        colour = np.hanning(3 + 6 * s)
-        for u in range(4):
-            path = root / "wav" / f"spk{s}" / f"{u}.wav"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            sf.write(path, np.convolve(rng.standard_normal(24_000), colour, "same") * 0.1, 16_000)
-            manifest.append(Utterance(str(path), f"spk{s}", "", "syn"))
-    prepare(manifest, root / "cache", audio, workers=0, progress=False)
-    return root / "cache"
+@pytest.fixture(scope="module")
+def synthetic_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_cache(tmp_path_factory.mktemp("syn"), speakers=4, utterances=4)
 
 
 def _tiny_run(cache: Path, out: Path, **changes: object) -> TrainConfig:
-    cfg = TrainConfig(
-        out_dir=str(out),
-        model=ModelConfig(hidden_size=8, proj_size=0, num_layers=1),
-        audio=AudioConfig(vad=False),
-        loss=LossConfig(),
-        data=DataConfig(
-            sources=[SourceConfig(cache=str(cache))],
-            speakers_per_batch=3,
-            utterances_per_speaker=2,
-            min_frames=20,
-            max_frames=30,
-            num_workers=0,
-        ),
-        optim=OptimConfig(name="sgd", lr=0.04, lr_halve_every=2),
-        steps=5,
-        checkpoint_every=100,
-        device="cpu",
-        threads=1,
-    )
-    return dataclasses.replace(cfg, **changes)
-
-
-@pytest.fixture(scope="module")
-def synthetic_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _synthetic_cache(tmp_path_factory.mktemp("syn"), AudioConfig(vad=False))
+    """:func:`synthetic.tiny_train_config` without validation: SGD at 0.04 halved every 2 steps, 5 steps."""
+    sgd = OptimConfig(name="sgd", lr=0.04, lr_halve_every=2)
+    changes = {"audio": AUDIO, "optim": sgd, "steps": 5, "threads": 1, **changes}
+    return tiny_train_config(out, [SourceConfig(cache=str(cache))], [], **changes)
 
 
 def test_logged_learning_rate_is_the_one_each_step_used(synthetic_cache: Path, tmp_path: Path) -> None:
@@ -247,7 +201,7 @@ def test_logged_learning_rate_is_the_one_each_step_used(synthetic_cache: Path, t
 
 def test_a_model_embeds_with_windows_of_its_training_crops(synthetic_cache: Path, tmp_path: Path) -> None:
     model = train(_tiny_run(synthetic_cache, tmp_path / "a", steps=1), progress=False)
-    assert model.inference.window_frames == 25  # crops of 20-30 frames
+    assert model.inference.window_frames == 50  # crops of 40-60 frames
     stored = SpeakerEncoder.load(tmp_path / "a" / "model.pt")
     assert stored.inference == model.inference
     explicit = _tiny_run(synthetic_cache, tmp_path / "b", steps=1, inference=InferenceConfig(window_frames=160))
@@ -261,7 +215,7 @@ def test_keyword_preset_is_the_papers_text_dependent_model() -> None:
 
 
 def test_training_refuses_a_cache_of_another_front_end(synthetic_cache: Path, tmp_path: Path) -> None:
-    cfg = _tiny_run(synthetic_cache, tmp_path / "run", audio=AudioConfig(vad=False, n_mels=40, f_max=8000.0))
+    cfg = _tiny_run(synthetic_cache, tmp_path / "run", audio=dataclasses.replace(AUDIO, f_max=8000.0))
     with pytest.raises(ConfigError, match=r"another front end \(f_max: 7600.0 in the cache, 8000.0 in the config"):
         train(cfg, progress=False)
     assert not (tmp_path / "run" / "metrics.csv").exists()

@@ -59,7 +59,7 @@ class Objective(nn.Module):
         sizes = [b.shape[:2] for b in batches]
         frames = torch.cat([b.flatten(0, 1) for b in batches])  # one encoder pass for every source
         embeddings = self.encoder(frames).split([n * m for n, m in sizes])
-        losses = [self.criterion(e.view(n, m, -1).float()) for e, (n, m) in zip(embeddings, sizes, strict=True)]
+        losses = [self.criterion(e.view(n, m, -1)) for e, (n, m) in zip(embeddings, sizes, strict=True)]
         total = sum(w * loss for w, loss in zip(self.weights, losses, strict=True))
         return total, losses
 

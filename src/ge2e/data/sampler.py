@@ -7,6 +7,8 @@ draws the very batches an uninterrupted run would have drawn, with no sampler st
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,25 +72,34 @@ def fit_length(
             return np.concatenate([pad, frames])
         parts = [frames]
         total = frames.shape[0]
-        others = [u for u in pool.groups[speaker] if u != utterance] or [utterance]
-        order = iter(())
+        others = rounds([u for u in pool.groups[speaker] if u != utterance] or [utterance], rng)
         while total < length:
-            nxt = next(order, None)
-            if nxt is None:  # every other utterance used once: start another random round
-                order = iter(rng.permutation(others))
-                nxt = next(order)
-            extra = pool.cache.features(int(nxt))
+            extra = pool.cache.features(int(next(others)))
             parts.append(extra)
             total += extra.shape[0]
         frames = np.concatenate(parts)
     return crop(frames, length, rng)
 
 
+def rounds(items: list[int] | np.ndarray, rng: np.random.Generator) -> Iterator[int]:
+    """``items`` in random order, round after round: each is used once before any is used again.
+
+    A round's permutation is drawn only when the round starts, so a caller that stops early draws no more.
+    """
+    while True:
+        yield from rng.permutation(np.asarray(items))
+
+
 def distinct_draw(items: list[int] | np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """``size`` items in random order, each used once before any is used again (all distinct when possible)."""
-    items = np.asarray(items)
-    rounds = -(-size // len(items))
-    return np.concatenate([rng.permutation(items) for _ in range(rounds)])[:size]
+    """``size`` items of :func:`rounds` (all distinct when there are enough)."""
+    return np.asarray(list(itertools.islice(rounds(items, rng), size)))
+
+
+def random_span(size: int, length: int, rng: np.random.Generator) -> slice:
+    """A slice of 0..size (at most ``length``) consecutive indices at a random place in ``range(length)``."""
+    width = int(rng.integers(0, min(size, length) + 1))
+    start = int(rng.integers(0, length - width + 1))
+    return slice(start, start + width)
 
 
 def spec_mask(batch: np.ndarray, freq_mask: int, time_mask: int, rng: np.random.Generator) -> None:
@@ -96,13 +107,8 @@ def spec_mask(batch: np.ndarray, freq_mask: int, time_mask: int, rng: np.random.
     mel bands and one random span of 0..time_mask frames (SpecAugment, Park et al. 2019, without time warping)."""
     t, n_mels = batch.shape[2:]
     for crop_ in batch.reshape(-1, t, n_mels):
-        for size, axis_len, axis in ((freq_mask, n_mels, 1), (time_mask, t, 0)):
-            width = int(rng.integers(0, min(size, axis_len) + 1))
-            start = int(rng.integers(0, axis_len - width + 1))
-            if axis == 1:
-                crop_[:, start : start + width] = 0.0
-            else:
-                crop_[start : start + width] = 0.0
+        crop_[:, random_span(freq_mask, n_mels, rng)] = 0.0
+        crop_[random_span(time_mask, t, rng)] = 0.0
 
 
 class BatchDataset(torch.utils.data.Dataset):
@@ -132,7 +138,7 @@ class BatchDataset(torch.utils.data.Dataset):
         length = int(rng.integers(self.cfg.min_frames, self.cfg.max_frames + 1))
         batches = [self._batch(pool, length, rng) for pool in self.pools]
         if self.cfg.freq_mask or self.cfg.time_mask:
-            # masks draw from their own stream, so switching them on leaves the crops themselves unchanged
+            # masks come after every crop is cut, from a stream of their own: the crops stay as without masks
             mask_rng = np.random.default_rng([self.seed, self.rank, step, 1])
             for batch in batches:
                 spec_mask(batch, self.cfg.freq_mask, self.cfg.time_mask, mask_rng)
