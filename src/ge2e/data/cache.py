@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ge2e.config import AudioConfig
+from ge2e.data.readers import read_tsv
 from ge2e.errors import Ge2eError
 from ge2e.files import atomic_write
 
@@ -72,11 +73,6 @@ def write_tsv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) 
     writer.writerow(header)
     writer.writerows(rows)
     atomic_write(path, lambda f: f.write(text.getvalue().encode()))
-
-
-def read_tsv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f, delimiter="\t"))
 
 
 def read_index(out_dir: Path) -> dict[str, Any] | None:

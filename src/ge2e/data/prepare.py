@@ -28,13 +28,12 @@ from ge2e.data.cache import (
     INDEX,
     SHARD_FILE,
     read_index,
-    read_tsv,
     shard_complete,
     write_index,
     write_tsv,
 )
 from ge2e.data.featurize import Featurizer, Job, results
-from ge2e.data.readers import FFMPEG_EXTENSIONS, Utterance, require_ffmpeg
+from ge2e.data.readers import FFMPEG_EXTENSIONS, Utterance, read_tsv, require_ffmpeg
 from ge2e.errors import ConfigError, Ge2eError
 from ge2e.files import atomic_write, check_writable, is_temp_file, remove_stale_temp_files
 

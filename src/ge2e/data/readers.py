@@ -32,7 +32,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -134,7 +134,8 @@ def _skip_nothing(parts: tuple[str, ...]) -> bool:
     return False
 
 
-def _read_tsv_rows(path: Path) -> list[dict[str, str]]:
+def read_tsv(path: Path) -> list[dict[str, str]]:
+    """Rows of a tab-separated file with a header line (corpus metadata, feature-cache shard lists)."""
     with path.open(newline="") as f:
         return list(csv.DictReader(f, delimiter="\t"))
 
@@ -144,7 +145,7 @@ def _annotate_wuw2(root: Path, manifest: list[Utterance]) -> list[Utterance]:
     table = root / "sessions.tsv"
     if not table.is_file():
         return manifest
-    rows = {row["file"]: row for row in _read_tsv_rows(table)}
+    rows = {row["file"]: row for row in read_tsv(table)}
     out = []
     for u in manifest:
         row = rows.get(Path(u.path).relative_to(root).as_posix())
@@ -156,7 +157,7 @@ def _annotate_wuw2(root: Path, manifest: list[Utterance]) -> list[Utterance]:
                 f"{table}: {row['file']} is listed for speaker {row['speaker']}, its folder says {u.speaker}"
             )
         label = row["keyword"].lower() if row["context"] == "alone" else ""
-        out.append(Utterance(u.path, u.speaker, label, u.corpus))
+        out.append(replace(u, label=label))
     return out
 
 
@@ -164,7 +165,7 @@ def _annotate_speechocean762(root: Path, manifest: list[Utterance]) -> list[Utte
     """Checks the speaker folders against ``speakers.tsv`` (age, gender and split live there)."""
     table = root / "speakers.tsv"
     if table.is_file():
-        listed = {row["speaker"] for row in _read_tsv_rows(table)}
+        listed = {row["speaker"] for row in read_tsv(table)}
         unlisted = sorted({u.speaker for u in manifest} - listed)
         if unlisted:
             logger.warning("%s: %d speaker folder(s) not in speakers.tsv, e.g. %s", root, len(unlisted), unlisted[0])
