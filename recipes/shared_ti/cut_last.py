@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from model_card import DEFAULT_BASELINE, _read_json, compute, lineage, training_facts
 
-from ge2e.config import AudioConfig, InferenceConfig, ModelConfig
-from ge2e.model import SpeakerEncoder, preset
+from ge2e.config import load_config
+from ge2e.train import build_encoder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,13 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     state = torch.load(args.run / "last.pt", map_location="cpu", weights_only=False)  # our own training state
     cfg = state["config"]
-    data = cfg["data"]
-    window = round((data["min_frames"] + data["max_frames"]) / 2)
-    encoder = SpeakerEncoder(
-        ModelConfig(**cfg["model"]) if cfg.get("model") else preset(cfg["preset"]),
-        AudioConfig(**cfg["audio"]),
-        InferenceConfig(**cfg["inference"]) if cfg.get("inference") else InferenceConfig(window_frames=window),
-    )
+    encoder = build_encoder(load_config(args.run / "config.yaml"))  # the run's config, as train wrote it
     prefix = "encoder."
     encoder.load_state_dict({k[len(prefix) :]: v for k, v in state["objective"].items() if k.startswith(prefix)})
     encoder.meta = {"step": state["step"], "config": cfg}

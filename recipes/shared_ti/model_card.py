@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import itertools
 import json
 import os
 import re
@@ -143,19 +142,26 @@ def lineage(training: dict[str, Any], previous: dict[str, Any] | None) -> dict[s
     return compute(before)
 
 
+def step_seconds(steps: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, float]:
+    """(seconds of each logged step after the first, the median step): the time since the previous row, where a
+    pause or restart (a gap over STEP_GAP x the median) or a jump over missing steps counts as one median step."""
+    gaps, consecutive = np.diff(times), np.diff(steps) == 1
+    if not consecutive.any():
+        return np.zeros(0), 0.0
+    median = float(np.median(gaps[consecutive]))
+    return np.where(consecutive & (gaps > 0) & (gaps < STEP_GAP * median), gaps, median), median
+
+
 def _wall_time(path: Path, upto: int | None) -> dict[str, Any]:
-    """Training seconds up to step ``upto``: the sum of step-to-step times of metrics.csv, pauses left out."""
+    """Training seconds up to step ``upto``: the sum of :func:`step_seconds` of metrics.csv."""
     with path.open() as f:
         rows = [(int(r["step"]), float(r["time"])) for r in csv.DictReader(f) if r.get("time")]
-    rows = [r for r in rows if upto is None or r[0] <= upto]
-    deltas = np.array([t1 - t0 for (s0, t0), (s1, t1) in itertools.pairwise(rows) if s1 == s0 + 1])
-    if deltas.size == 0:
+    steps, times = np.array([r for r in rows if upto is None or r[0] <= upto]).reshape(-1, 2).T
+    seconds, median = step_seconds(steps, times)
+    if seconds.size == 0:
         return {}
-    median = float(np.median(deltas))
-    kept = deltas[(deltas > 0) & (deltas < STEP_GAP * median)]
-    # every step the gaps dropped is counted at the median step time
-    seconds = float(kept.sum() + median * (len(rows) - 1 - kept.size))
-    return {"train_seconds": round(seconds), "seconds_per_step": round(median, 3), "steps_logged": len(rows)}
+    total = round(float(seconds.sum()))
+    return {"train_seconds": total, "seconds_per_step": round(median, 3), "steps_logged": len(steps)}
 
 
 # ------------------------------------------------------------------------------------------------------- the card

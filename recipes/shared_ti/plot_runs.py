@@ -1,7 +1,7 @@
 """Plot validation EER against training hours for one or more runs (``metrics.csv`` of each ``out_dir``).
 
 A run warm-started from another (``--start RUN:STEP``) is drawn from that run's time at that step, so curves of
-one lineage join up. Hours are one CPU core's wall-clock, pauses left out (as in ``model_card.py``).
+one lineage join up. Hours are one CPU core's wall-clock, pauses left out (``model_card.step_seconds``).
 
     python recipes/shared_ti/plot_runs.py exp/shared_ti_small_v2 exp/shared_ti_small_v2_specaug \\
         --start exp/shared_ti_small_v2_specaug=exp/shared_ti_small_v2:2100 --out docs/img/training_v2.png
@@ -15,8 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
-STEP_GAP = 10.0  # a step-to-step gap this many times the median is a pause or restart, not training time
+from model_card import step_seconds
 
 
 def curve(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -24,11 +23,8 @@ def curve(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     with (run / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
     steps = np.array([int(r["step"]) for r in rows])
-    times = np.array([float(r["time"]) for r in rows])
-    gaps = np.diff(times, prepend=times[0])
-    median = float(np.median(gaps[1:])) if len(gaps) > 1 else 0.0
-    gaps = np.where((gaps > 0) & (gaps < STEP_GAP * median), gaps, median)
-    hours = np.cumsum(gaps) / 3600
+    seconds, _ = step_seconds(steps, np.array([float(r["time"]) for r in rows]))
+    hours = np.concatenate([[0.0], np.cumsum(seconds)]) / 3600
     eer = np.array([float(r["val_eer"]) if r.get("val_eer") else np.nan for r in rows])
     return steps, hours, eer
 

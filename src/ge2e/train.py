@@ -106,11 +106,12 @@ def check_front_end(audio: AudioConfig, pools: list[SpeakerPool]) -> None:
             )
 
 
-def inference_settings(cfg: TrainConfig) -> InferenceConfig:
-    """The config's inference section, or windows the length of the middle of the training crop range."""
-    if cfg.inference is not None:
-        return cfg.inference
-    return InferenceConfig(window_frames=round((cfg.data.min_frames + cfg.data.max_frames) / 2))
+def build_encoder(cfg: TrainConfig) -> SpeakerEncoder:
+    """The untrained encoder a config describes: its model (or preset), front end and inference windows, which
+    are the config's inference section or windows the length of the middle of the training crop range."""
+    window = round((cfg.data.min_frames + cfg.data.max_frames) / 2)
+    inference = cfg.inference if cfg.inference is not None else InferenceConfig(window_frames=window)
+    return SpeakerEncoder(cfg.model or preset(cfg.preset), cfg.audio, inference)
 
 
 def warm_start(encoder: SpeakerEncoder, path: str) -> None:
@@ -242,8 +243,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> SpeakerEncoder:
     check_front_end(cfg.audio, pools + val_pools)
 
     # ---- model, loss, optimiser, schedule ---------------------------------------------------------------------
-    model_cfg = cfg.model or preset(cfg.preset)
-    encoder = SpeakerEncoder(model_cfg, cfg.audio, inference_settings(cfg))
+    encoder = build_encoder(cfg)
     objective = Objective(encoder, build_loss(cfg.loss), weights).to(device)
     params = list(objective.parameters())
     optimizer = build_optimizer(objective, cfg)
