@@ -36,10 +36,12 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-# Tiny versions of the two presets: a projected LSTM ("paper") and LSTM + linear layer ("small").
+# Tiny versions of the two presets: a projected LSTM ("paper") and LSTM + linear layer ("small"), and a projected
+# LSTM reading two stacked frames per step.
 CONFIGS = {
     "proj": ModelConfig(hidden_size=24, proj_size=8, num_layers=2),
     "linear": ModelConfig(hidden_size=16, proj_size=0, num_layers=2),
+    "stack": ModelConfig(hidden_size=24, proj_size=8, num_layers=2, frame_stack=2),
 }
 
 

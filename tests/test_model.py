@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from ge2e.config import AudioConfig, InferenceConfig, ModelConfig
-from ge2e.errors import CheckpointError
+from ge2e.errors import CheckpointError, ConfigError
 from ge2e.inference import embed_files, embed_mels, normalize_average, window_starts, windows
-from ge2e.model import SpeakerEncoder, preset
+from ge2e.model import SpeakerEncoder, preset, stack_frames
 
 TINY = ModelConfig(hidden_size=16, proj_size=8, num_layers=2)
 
@@ -31,6 +31,27 @@ def test_dvector_is_last_frame_output():
     x = torch.randn(2, 20, 40)
     out, _ = model.lstm(x)
     torch.testing.assert_close(model(x), torch.nn.functional.normalize(out[:, -1], dim=-1))
+
+
+def test_stack_frames_joins_consecutive_frames_and_keeps_the_last():
+    frames = torch.arange(2 * 7 * 3, dtype=torch.float32).reshape(2, 7, 3)
+    stacked = stack_frames(frames, 2)
+    assert stacked.shape == (2, 3, 6)
+    # the odd first frame is dropped, so the last step holds frames 5 and 6, in order
+    torch.testing.assert_close(stacked[:, -1], torch.cat([frames[:, 5], frames[:, 6]], dim=-1))
+    torch.testing.assert_close(stacked[:, 0], torch.cat([frames[:, 1], frames[:, 2]], dim=-1))
+    assert stack_frames(frames, 1) is frames
+
+
+def test_frame_stacking_encoder_runs_the_lstm_over_stacked_steps():
+    model = SpeakerEncoder(ModelConfig(hidden_size=16, proj_size=8, num_layers=2, frame_stack=3))
+    assert model.lstm.input_size == 120
+    x = torch.randn(2, 31, 40)
+    out, _ = model.lstm(stack_frames(x, 3))
+    assert out.shape[1] == 10
+    torch.testing.assert_close(model(x), torch.nn.functional.normalize(out[:, -1], dim=-1))
+    with pytest.raises(ConfigError, match="frame_stack"):
+        ModelConfig(frame_stack=0)
 
 
 def test_linear_layer_when_no_projection():

@@ -60,6 +60,13 @@ class ModelConfig:
     proj_size: int = 256
     num_layers: int = 3
     proj_grad_scale: float = 0.5
+    # Consecutive frames joined into one LSTM input (1: the paper's one frame per step). k runs the recurrence
+    # over T/k steps of k * n_mels features: about k times fewer sequential steps for CPU training and inference.
+    frame_stack: int = 1
+
+    def __post_init__(self) -> None:
+        if self.frame_stack < 1:
+            raise ConfigError(f"model.frame_stack must be at least 1, got {self.frame_stack}")
 
 
 @dataclass

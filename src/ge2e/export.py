@@ -37,7 +37,7 @@ from ge2e.config import AudioConfig, InferenceConfig, ModelConfig
 from ge2e.errors import CheckpointError, Ge2eError
 from ge2e.files import atomic_write_path
 from ge2e.inference import EmbedMethods
-from ge2e.model import SpeakerEncoder
+from ge2e.model import SpeakerEncoder, stack_frames
 
 Format = Literal["onnx", "torchscript"]
 FORMATS: tuple[Format, ...] = ("onnx", "torchscript")
@@ -87,7 +87,7 @@ class InferenceEncoder(nn.Module, EmbedMethods):
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """``(B, T, n_mels)`` frames -> ``(B, D)`` L2-normalised d-vectors of the last frame."""
-        out, _ = self.lstm(frames)
+        out, _ = self.lstm(stack_frames(frames, self.config.frame_stack))
         last = out[:, -1]
         if self.head is not None:
             last = self.head(last)
@@ -108,7 +108,7 @@ def fold_projection(model: SpeakerEncoder) -> InferenceEncoder:
             copy.deepcopy(model.lstm), copy.deepcopy(model.linear), c, model.audio, model.inference
         ).eval()
     src = dict(model.lstm.named_parameters())
-    lstm = nn.LSTM(c.n_mels, c.hidden_size, c.num_layers, batch_first=True)
+    lstm = nn.LSTM(c.n_mels * c.frame_stack, c.hidden_size, c.num_layers, batch_first=True)
     with torch.no_grad():
         for layer in range(c.num_layers):
             w_ih = src[f"weight_ih_l{layer}"]

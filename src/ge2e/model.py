@@ -68,7 +68,9 @@ class SpeakerEncoder(nn.Module, EmbedMethods):
         c = self.config
         if c.n_mels != self.audio.n_mels:
             raise ValueError(f"model expects {c.n_mels} mel bands but the audio config gives {self.audio.n_mels}")
-        self.lstm = nn.LSTM(c.n_mels, c.hidden_size, c.num_layers, batch_first=True, proj_size=c.proj_size)
+        self.lstm = nn.LSTM(
+            c.n_mels * c.frame_stack, c.hidden_size, c.num_layers, batch_first=True, proj_size=c.proj_size
+        )
         # Without a projection, the paper puts a linear layer after the LSTM.
         self.linear = nn.Linear(c.hidden_size, c.hidden_size) if c.proj_size == 0 else None
         self._scale_projection_gradients(c.proj_grad_scale)
@@ -103,7 +105,7 @@ class SpeakerEncoder(nn.Module, EmbedMethods):
         Returns:
             ``(B, D)`` L2-normalised output of the last frame.
         """
-        out, _ = self.lstm(frames)
+        out, _ = self.lstm(stack_frames(frames, self.config.frame_stack))
         last = out[:, -1]
         if self.linear is not None:
             last = self.linear(last)
@@ -154,6 +156,17 @@ class SpeakerEncoder(nn.Module, EmbedMethods):
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> SpeakerEncoder:
         """Load a checkpoint file written by :meth:`save`; every failure is a one-line :class:`CheckpointError`."""
         return cls.from_checkpoint(read_checkpoint(path), path).to(device)
+
+
+def stack_frames(frames: torch.Tensor, k: int) -> torch.Tensor:
+    """``(B, T, F)`` -> ``(B, T // k, k * F)``: each step holds k consecutive frames, the last step the last k.
+
+    The first ``T % k`` frames are dropped, so the d-vector still reads the final frame whatever T is.
+    """
+    if k == 1:
+        return frames
+    batch, length, bands = frames.shape
+    return frames[:, length % k :].reshape(batch, -1, k * bands)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
