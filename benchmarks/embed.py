@@ -5,11 +5,14 @@ d-vector: decoding, resampling, volume normalisation, VAD, log-mel features and 
 
 - ``resemblyzer``: ``VoiceEncoder.embed_utterance(preprocess_wav(path))`` per file (webrtcvad, librosa mels,
   one batch of partial windows per utterance). Needs ``pip install -e '.[bench]'``.
-- ``ge2e small``: ``ge2e.inference.embed_files`` with the bundled model loaded by ``ge2e.load_model`` (random
-  weights of the same shape when the file is missing: the compute is the same), i.e. what ``ge2e embed`` runs.
+- ``ge2e default (int8 ONNX)``: ``ge2e.inference.embed_files`` with the bundled model in the form
+  ``ge2e.load_model()`` picks where onnxruntime is installed, its int8 ONNX export (``ge2e_small.int8.onnx``):
+  what ``ge2e embed`` runs by default.
+- ``ge2e small``: the same with the bundled float32 checkpoint (``load_model(int8=False)``, ``--float32``; random
+  weights of the same shape when the file is missing: the compute is the same).
 - ``ge2e paper``: the same with the paper preset's shape (random weights).
-- ``ge2e small, ONNX`` / ``ge2e small, ONNX int8``: the bundled model exported with ``ge2e export --format onnx``
-  (``--int8``) and loaded by ``ge2e.load_model``, as ``ge2e embed --model small.onnx`` runs it.
+- ``ge2e small, ONNX``: the float32 checkpoint exported with ``ge2e export --format onnx`` and loaded by
+  ``ge2e.load_model``, as ``ge2e embed --model small.onnx`` runs it.
 
 Every thread count in ``--threads`` is measured for every contender; ``ge2e embed``'s default is
 ``ge2e.cli._model.DEFAULT_THREADS``, and ``--threads`` also takes ``default`` for PyTorch's own setting (one
@@ -37,10 +40,10 @@ import torch
 from common import header, interleaved, machine, median, table, write_result
 from ge2e.audio import load_speech, log_mel
 from ge2e.cli._model import DEFAULT_THREADS
-from ge2e.export import export
+from ge2e.export import export, load_exported
 from ge2e.inference import Encoder, embed_files, embed_mels
 from ge2e.model import SpeakerEncoder
-from ge2e.pretrained import bundled_model_path, load_model
+from ge2e.pretrained import bundled_model_path, load_model, onnxruntime_available
 
 TORCH_DEFAULT_THREADS = torch.get_num_threads()  # read before anything changes it
 
@@ -52,8 +55,9 @@ def split_files(data: Path, split: str, limit: int) -> list[Path]:
     return [data / n for n in names[:limit]]
 
 
-def small_encoder() -> Encoder:
-    return load_model() if bundled_model_path().exists() else SpeakerEncoder("small").eval()
+def small_encoder() -> SpeakerEncoder:
+    """The bundled float32 checkpoint, or random weights of its shape when the file is missing."""
+    return load_model(int8=False) if bundled_model_path().exists() else SpeakerEncoder("small").eval()
 
 
 def contenders(files: list[Path], workdir: Path) -> dict[str, Callable[[], Any]]:
@@ -62,12 +66,16 @@ def contenders(files: list[Path], workdir: Path) -> dict[str, Callable[[], Any]]
 
     resemblyzer = VoiceEncoder("cpu", verbose=False)
     small = small_encoder()
-    encoders: dict[str, Encoder] = {"ge2e small": small, "ge2e paper": SpeakerEncoder("paper").eval()}
-    if isinstance(small, SpeakerEncoder):
-        for name, int8 in (("ge2e small, ONNX", False), ("ge2e small, ONNX int8", True)):
-            path = workdir / f"small{'-int8' if int8 else ''}-{torch.get_num_threads()}.onnx"
-            export(small, path, "onnx", int8=int8)
-            encoders[name] = load_model(path)
+    encoders: dict[str, Encoder] = {}
+    int8 = bundled_model_path(int8=True)
+    if int8.exists() and onnxruntime_available():
+        # opened directly, not through load_model's per-process cache: an ONNX session keeps the thread count
+        # it was created with, and each round has its own
+        encoders["ge2e default (int8 ONNX)"] = load_exported(int8, torch.get_num_threads())
+    encoders |= {"ge2e small": small, "ge2e paper": SpeakerEncoder("paper").eval()}
+    onnx = workdir / f"small-{torch.get_num_threads()}.onnx"
+    export(small, onnx, "onnx")
+    encoders["ge2e small, ONNX"] = load_exported(onnx, torch.get_num_threads())
 
     def run_resemblyzer() -> list[Any]:
         return [resemblyzer.embed_utterance(preprocess_wav(f)) for f in files]

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 import ge2e
 from ge2e import api, pretrained
@@ -73,9 +74,28 @@ def test_load_model_errors_are_one_line(tmp_path: Path) -> None:
 
 
 def test_bundled_model_missing_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(pretrained, "bundled_model_path", lambda: tmp_path / "ge2e_small.pt")
+    monkeypatch.setattr(pretrained, "bundled_model_path", lambda int8=False: tmp_path / "ge2e_small.pt")
     with pytest.raises(CheckpointError, match="bundled model file is missing"):
         api.load_model()
+
+
+def test_bundled_form_follows_onnxruntime_and_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """int8 ONNX where onnxruntime is installed and the model runs on the CPU; float32 PyTorch otherwise."""
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(pretrained, "onnxruntime_available", lambda: True)
+    assert pretrained._bundled_int8(None, cpu) and not pretrained._bundled_int8(None, cuda)
+    assert not pretrained._bundled_int8(False, cpu) and pretrained._bundled_int8(True, cpu)
+    with pytest.raises(Ge2eError, match="CPU only"):
+        pretrained._bundled_int8(True, cuda)
+    monkeypatch.setattr(pretrained, "onnxruntime_available", lambda: False)
+    assert not pretrained._bundled_int8(None, cpu)
+    with pytest.raises(Ge2eError, match="onnxruntime"):
+        pretrained._bundled_int8(True, cpu)
+
+
+def test_int8_applies_to_the_bundled_model_only(tiny_path: Path) -> None:
+    with pytest.raises(Ge2eError, match="bundled model"):
+        api.load_model(tiny_path, int8=True)
 
 
 # ---- calibration --------------------------------------------------------------------------------------------------
@@ -200,10 +220,31 @@ def test_import_is_light_and_exports_resolve() -> None:
 
 
 @needs_bundled
-def test_bundled_calibration_matches_the_weights() -> None:
-    model = api.load_model()
-    assert model.calibration is not None, f"{api.calibration_path(BUNDLED)} missing or made for other weights"
+@pytest.mark.parametrize("int8", [False, True])
+def test_bundled_calibration_matches_the_weights(int8: bool) -> None:
+    if int8:
+        pytest.importorskip("onnxruntime")
+    model = api.load_model(int8=int8)
+    assert model.calibration is not None, f"{api.bundled_model_path(int8)}: calibration missing or for other weights"
     assert -1.0 < api.default_threshold(model) < 1.0
+    # both forms are calibrated on the same dev lists, each on its own scores
+    assert model.calibration["data"] == api.load_model(int8=False).calibration["data"]
+
+
+@needs_bundled
+def test_bundled_int8_is_an_export_of_the_bundled_weights(data_root: Path) -> None:
+    """The default CPU model (with onnxruntime) is the int8 ONNX export of ge2e_small.pt, not a stale one: the
+    two give nearly the same d-vectors on held-out speech, and their own thresholds differ little."""
+    pytest.importorskip("onnxruntime")
+    from ge2e.export import OnnxEncoder
+
+    default, fp32 = api.load_model(), api.load_model(int8=False)
+    assert isinstance(default, OnnxEncoder) and default.int8 and isinstance(fp32, SpeakerEncoder)
+    assert default.fingerprint == api.file_sha256(api.bundled_model_path(int8=True))
+    files = sorted((data_root / "LibriSpeech" / "test-other").rglob("*.flac"))[:3]
+    cosines = np.sum(api.embed_utterances(files, default) * api.embed_utterances(files, fp32), axis=1)
+    assert cosines.min() > 0.99, cosines
+    assert abs(api.default_threshold(default) - api.default_threshold(fp32)) < 0.05
 
 
 @needs_bundled

@@ -182,12 +182,21 @@ def test_demo_without_data_explains_how_to_point_it(tmp_path: Path) -> None:
     assert "no data folder" in result.stderr and "--data DIR" in result.stderr
 
 
+def test_float32_is_for_the_bundled_model(corpus: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clip = corpus / "data" / "spk0" / "utt0.wav"
+    status, _, err = ge2e_here(capsys, "embed", clip, "--out", corpus / "x.npz", "--model", corpus / "tiny.pt",
+                               "--float32")  # fmt: skip
+    assert status != 0 and "--float32" in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.skipif(not bundled_model_path().exists(), reason="bundled model ge2e_small.pt not present yet")
-def test_bundled_verify_on_test_speakers(data_root: Path) -> None:
-    """The README example: LibriSpeech test speakers 2033 and 2414 (held out), 3 enrollment utterances."""
+@pytest.mark.parametrize("form", [[], ["--float32"]], ids=["default", "float32"])
+def test_bundled_verify_on_test_speakers(data_root: Path, form: list[str]) -> None:
+    """The README example: LibriSpeech test speakers 2033 and 2414 (held out), 3 enrollment utterances, with the
+    bundled model's default form (int8 ONNX where onnxruntime is installed) and its float32 checkpoint."""
     root = data_root / "LibriSpeech" / "test-other"
     first, second = (sorted((root / spk).rglob("*.flac")) for spk in ("2033", "2414"))
-    same = ge2e("verify", "--enroll", *first[:3], "--test", first[3])
-    different = ge2e("verify", "--enroll", *first[:3], "--test", second[3])
+    same = ge2e("verify", *form, "--enroll", *first[:3], "--test", first[3])
+    different = ge2e("verify", *form, "--enroll", *first[:3], "--test", second[3])
     assert same.stdout.startswith("same speaker"), same.stdout + same.stderr
     assert different.stdout.startswith("different speaker"), different.stdout + different.stderr

@@ -150,6 +150,16 @@ def test_int8_export(exported, tmp_path, fmt):
     assert [p.name for p in tmp_path.iterdir()] == [f"q.{fmt}"]  # no temp files left behind
 
 
+def test_int8_utterance_dvector_does_not_depend_on_the_other_utterances(tmp_path):
+    """Dynamic int8 takes one activation range per batch; embed_mels runs an int8 encoder's utterances alone, so
+    an utterance gets the same d-vector embedded alone or among louder ones."""
+    loaded = load_exported(export(encoder("linear"), tmp_path / "q.onnx", "onnx", int8=True).path)
+    gen = torch.Generator().manual_seed(1)
+    mels = [torch.randn(400, 40, generator=gen), 8 * torch.randn(400, 40, generator=gen)]
+    together = embed_mels(loaded, mels)
+    torch.testing.assert_close(together[0], embed_mels(loaded, mels[:1])[0], atol=0, rtol=0)
+
+
 def test_load_errors_name_the_file(tmp_path):
     with pytest.raises(CheckpointError, match=r"nope\.onnx: model file not found"):
         load_exported(tmp_path / "nope.onnx")

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Make a training run's best checkpoint (by dev EER) the bundled model and calibrate its threshold on the dev lists.
+# Make a training run's best checkpoint (by dev EER) the bundled model, export it as int8 ONNX (what load_model()
+# runs where onnxruntime is installed) and calibrate each form's threshold on the dev lists.
 #   bash recipes/shared_ti/bundle.sh [exp_dir]          (run from the repository root)
 # The model card (model_card.py) and the diarization tables are regenerated separately: they take longer.
 set -euo pipefail
@@ -14,3 +15,6 @@ model.save(sys.argv[2], **meta)
 print(f"{sys.argv[2]}: step {meta.get('step')}, dev EER {100 * meta.get('val_eer', float('nan')):.2f}%")
 PY
 python recipes/shared_ti/calibrate.py --model "$dest"
+int8=src/ge2e/pretrained/ge2e_small.int8.onnx
+ge2e export --format onnx --int8 "$dest" "$int8"
+python recipes/shared_ti/calibrate.py --model "$int8"   # int8 scores move a little: its own threshold

@@ -135,17 +135,20 @@ def embed_mels(
 
     Each utterance is cut into :func:`windows`; full-length windows of all utterances share one shape and are
     run together, the few utterances shorter than one window in groups of equal length. The window d-vectors
-    of each utterance go through :func:`normalize_average`.
+    of each utterance go through :func:`normalize_average`. An int8 encoder runs each utterance's windows alone.
     """
     cfg = cfg or encoder.inference
     pieces = [windows(torch.as_tensor(mel, dtype=torch.float32), cfg) for mel in mels]
     owner = torch.cat([torch.full((p.shape[0],), u) for u, p in enumerate(pieces)])
     starts = torch.tensor([0] + [p.shape[0] for p in pieces]).cumsum(0)
-    by_length: dict[int, list[int]] = {}
+    batches: dict[int, list[int]] = {}
     for u, p in enumerate(pieces):
-        by_length.setdefault(p.shape[1], []).append(u)
+        # Dynamic int8 quantises activations with one range per batch, so a window's d-vector would move (by
+        # ~1e-3 in cosine) with whatever shares its batch: an utterance runs alone there, and a file gets the
+        # same d-vector whichever call embeds it. At one thread int8 ONNX Runtime is no slower at small batches.
+        batches.setdefault(u if getattr(encoder, "int8", False) else -p.shape[1], []).append(u)
     dvectors = torch.empty(len(owner), encoder.embedding_size)
-    for members in by_length.values():
+    for members in batches.values():
         rows = torch.cat([torch.arange(starts[u], starts[u + 1]) for u in members])
         dvectors[rows] = embed_frames(encoder, torch.cat([pieces[u] for u in members]))
     return normalize_average(dvectors, owner, len(pieces))

@@ -11,7 +11,10 @@ from ge2e.errors import Ge2eError
 if TYPE_CHECKING:
     from ge2e.inference import Encoder
 
-MODEL_HELP = "model: a checkpoint (.pt) or an encoder written by `ge2e export` (.onnx, .ts); default: the bundled one"
+MODEL_HELP = (
+    "model: a checkpoint (.pt) or an encoder written by `ge2e export` (.onnx, .ts); default: the bundled one, as "
+    "its int8 ONNX export where onnxruntime is installed"
+)
 # One thread by default: on a 2-core machine shared with other work, two threads made `ge2e embed` 4x slower than
 # one (benchmarks/embed.py, docs/performance.md); more threads pay off only on idle cores, so they are opt-in.
 DEFAULT_THREADS = 1
@@ -19,6 +22,11 @@ DEFAULT_THREADS = 1
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="PATH", help=MODEL_HELP)
+    p.add_argument(
+        "--float32",
+        action="store_true",
+        help="run the bundled model as its float32 PyTorch checkpoint, not its int8 ONNX export (without --model)",
+    )
     p.add_argument(
         "--threads",
         type=int,
@@ -38,10 +46,14 @@ def set_threads(threads: int) -> None:
 
 
 def open_model(args: argparse.Namespace) -> Encoder:
-    """Set the thread count, then load ``--model`` (or the bundled model)."""
+    """Set the thread count, then load ``--model`` (or the bundled model, in float32 with ``--float32``)."""
     set_threads(args.threads)
     from ge2e.pretrained import load_model
 
+    if args.model is None:
+        return load_model(int8=False if args.float32 else None)
+    if args.float32:
+        raise Ge2eError("--float32 chooses the bundled model's form; a --model file runs as it was saved")
     return load_model(args.model)
 
 

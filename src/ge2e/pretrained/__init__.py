@@ -1,5 +1,6 @@
 """Loading models: the bundled ``ge2e_small.pt`` (weights, self-describing) with ``ge2e_small.json`` (its
-calibration), checkpoints, and exported ONNX / TorchScript encoders, all through :func:`load_model`.
+calibration) and its int8 ONNX export ``ge2e_small.int8.onnx``, checkpoints, and exported ONNX / TorchScript
+encoders, all through :func:`load_model`.
 
 The calibration record is written by ``ge2e calibrate`` (:mod:`ge2e.calibration`): beside a checkpoint as JSON,
 inside an exported file's metadata.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import json
 import logging
 import zipfile
@@ -27,12 +29,22 @@ from ge2e.model import SpeakerEncoder
 logger = logging.getLogger(__name__)
 
 BUNDLED_MODEL = "ge2e_small.pt"
+# The bundled model exported by `ge2e export --format onnx --int8` and calibrated on the same dev lists
+# (recipes/shared_ti/bundle.sh): 2.5x the float32 encoder's speed on one core with test EERs within 0.4 points
+# (benchmarks/quantize.py, docs/performance.md), so it is what load_model() runs where onnxruntime is installed.
+BUNDLED_INT8 = "ge2e_small.int8.onnx"
 ONNX_SUFFIXES = (".onnx", ".ort")
 
 
-def bundled_model_path() -> Path:
-    """Path of the model file shipped inside the package (it may be missing in a source checkout)."""
-    return Path(str(resources.files("ge2e.pretrained").joinpath(BUNDLED_MODEL)))
+def bundled_model_path(int8: bool = False) -> Path:
+    """Path of the model file shipped inside the package (it may be missing in a source checkout): the float32
+    checkpoint, or with ``int8=True`` its int8 ONNX export."""
+    return Path(str(resources.files("ge2e.pretrained").joinpath(BUNDLED_INT8 if int8 else BUNDLED_MODEL)))
+
+
+def onnxruntime_available() -> bool:
+    """Whether onnxruntime can be imported (it comes with the ``export`` extra)."""
+    return importlib.util.find_spec("onnxruntime") is not None
 
 
 def calibration_path(model_path: str | Path) -> Path:
@@ -49,7 +61,9 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def load_model(path: str | Path | None = None, device: str | torch.device = "cpu") -> Encoder:
+def load_model(
+    path: str | Path | None = None, device: str | torch.device = "cpu", *, int8: bool | None = None
+) -> Encoder:
     """Load a speaker encoder, with no network access.
 
     Args:
@@ -57,6 +71,9 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
             written by ``ge2e export`` (``.onnx``, or a TorchScript archive such as ``.ts``); ``None`` loads the
             model bundled with the package.
         device: where to put a PyTorch model (``"cpu"``, ``"cuda"``, ...); exported encoders run on CPU.
+        int8: which form of the bundled model (``path=None`` only): ``None`` picks its int8 ONNX export where
+            onnxruntime is installed and ``device`` is the CPU, else the float32 checkpoint (a
+            :class:`SpeakerEncoder`, e.g. for fine-tuning); ``True`` or ``False`` choose.
 
     Returns:
         An :class:`~ge2e.inference.Encoder` (a :class:`SpeakerEncoder` in eval mode for checkpoints). Loaded
@@ -67,13 +84,32 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
 
     Raises:
         CheckpointError: the file is missing, corrupt or not a ge2e model (one line naming the file).
+        Ge2eError: ``int8`` given with a ``path``, or ``int8=True`` without onnxruntime.
     """
-    resolved = bundled_model_path() if path is None else Path(path).expanduser()
-    if path is None and not resolved.exists():
-        raise CheckpointError(resolved, "the bundled model file is missing; reinstall ge2e or pass a checkpoint path")
+    if path is None:
+        resolved = bundled_model_path(_bundled_int8(int8, torch.device(device)))
+        if not resolved.exists():
+            raise CheckpointError(
+                resolved, "the bundled model file is missing; reinstall ge2e or pass a checkpoint path"
+            )
+    elif int8 is not None:
+        raise Ge2eError("int8= chooses a form of the bundled model; to quantise a checkpoint, ge2e export --int8 it")
+    else:
+        resolved = Path(path).expanduser()
     # a calibration written after loading (ge2e calibrate in the same process) must reach the next load
     mtimes = tuple(p.stat().st_mtime_ns if p.is_file() else 0 for p in (resolved, calibration_path(resolved)))
     return _load_cached(str(resolved.resolve()), mtimes, str(torch.device(device)))
+
+
+def _bundled_int8(int8: bool | None, device: torch.device) -> bool:
+    """Whether to load the bundled model's int8 ONNX export (see :func:`load_model`)."""
+    if int8 is None:
+        return device.type == "cpu" and onnxruntime_available()
+    if int8 and not onnxruntime_available():
+        raise Ge2eError("the bundled int8 model runs on onnxruntime: pip install 'ge2e[export]'")
+    if int8 and device.type != "cpu":
+        raise Ge2eError(f"the bundled int8 model runs on the CPU only, not on {device}")
+    return int8
 
 
 def is_exported(path: Path) -> bool:
