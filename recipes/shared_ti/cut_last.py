@@ -15,7 +15,18 @@ import torch
 from model_card import DEFAULT_BASELINE, _read_json, compute, lineage, training_facts
 
 from ge2e.config import load_config
+from ge2e.model import SpeakerEncoder
 from ge2e.train import build_encoder
+
+
+def encoder_from_last(run: Path) -> SpeakerEncoder:
+    """The encoder of a run's ``last.pt`` (eval mode), with ``meta`` holding its step and the run's config."""
+    state = torch.load(run / "last.pt", map_location="cpu", weights_only=False)  # our own training state
+    encoder = build_encoder(load_config(run / "config.yaml"))  # the run's config, as train wrote it
+    prefix = "encoder."
+    encoder.load_state_dict({k[len(prefix) :]: v for k, v in state["objective"].items() if k.startswith(prefix)})
+    encoder.meta = {"step": state["step"], "config": state["config"]}
+    return encoder.eval()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,17 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="model checkpoint to write")
     parser.add_argument("--baseline", default=str(DEFAULT_BASELINE), help="record of the model the run started from")
     args = parser.parse_args(argv)
-    state = torch.load(args.run / "last.pt", map_location="cpu", weights_only=False)  # our own training state
-    cfg = state["config"]
-    encoder = build_encoder(load_config(args.run / "config.yaml"))  # the run's config, as train wrote it
-    prefix = "encoder."
-    encoder.load_state_dict({k[len(prefix) :]: v for k, v in state["objective"].items() if k.startswith(prefix)})
-    encoder.meta = {"step": state["step"], "config": cfg}
+    encoder = encoder_from_last(args.run)
+    step, cfg = encoder.meta["step"], encoder.meta["config"]
     facts = training_facts(encoder, args.run)
     facts["lineage"] = lineage(facts, _read_json(Path(args.baseline)))
     total = compute(facts)
-    encoder.save(args.out, step=state["step"], config=cfg, lineage=total, source=str(args.run / "last.pt"))
-    print(f"{args.out}: step {state['step']}; lineage {total}")
+    encoder.save(args.out, step=step, config=cfg, lineage=total, source=str(args.run / "last.pt"))
+    print(f"{args.out}: step {step}; lineage {total}")
     return 0
 
 
