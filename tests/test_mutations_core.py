@@ -11,14 +11,17 @@ import pytest
 import soundfile as sf
 import torch
 
+from ge2e import inference
 from ge2e.audio import log_mel, normalize_volume, peak_dbfs
 from ge2e.config import AudioConfig, InferenceConfig, LossConfig, ModelConfig
-from ge2e.errors import Ge2eError
+from ge2e.errors import AudioError, Ge2eError
 from ge2e.inference import (
+    EmbeddedFiles,
     as_items,
     average_embeddings,
     embed_files,
     embed_frames,
+    is_short,
     model_fingerprint,
     normalize_average,
     window_starts,
@@ -95,6 +98,13 @@ def test_average_embeddings_normalises_rows_of_any_norm():
     np.testing.assert_allclose(got, np.array([1.0, 1.0, -1.0]) / np.sqrt(3), rtol=1e-6)
 
 
+def test_average_embeddings_of_float32_rows_beyond_float32_squares():
+    """A norm whose square overflows float32 (3e25): the average is taken in float64."""
+    rows = np.array([[3e25, 0.0, 0.0], [0.0, 0.02, 0.0], [0.0, 0.0, -5.0]], dtype=np.float32)
+    for given in (rows, list(rows)):
+        np.testing.assert_allclose(average_embeddings(given), np.array([1.0, 1.0, -1.0]) / np.sqrt(3), rtol=1e-6)
+
+
 def test_normalize_average_per_group():
     g = torch.Generator().manual_seed(3)
     vectors = torch.randn(7, 4, generator=g) * torch.rand(7, 1, generator=g) * 10
@@ -134,6 +144,64 @@ def test_embed_files_batches_and_reports_each_bad_file(tmp_path, caplog):
     np.testing.assert_array_equal(mapping[str(paths[3])], result.embeddings[3])
     empty = embed_files(model, [missing], progress=False)
     assert empty.embeddings.shape == (0, 8) and empty.embeddings.dtype == np.float32 and empty.paths == []
+
+
+def _fake_features(monkeypatch, count):
+    """``count`` file names whose log-mel frames come from a table instead of audio; the sizes of the batches that
+    reach ``embed_mels`` are recorded in the returned list."""
+    rng = np.random.default_rng(6)
+    mels = {f"{k}.wav": rng.standard_normal((20, 40)).astype(np.float32) for k in range(count)}
+    monkeypatch.setattr(inference, "scoring_features", lambda encoder, path: mels[str(path)])
+    sizes: list[int] = []
+    real = inference.embed_mels
+
+    def recording(encoder, pending):
+        sizes.append(len(pending))
+        return real(encoder, pending)
+
+    monkeypatch.setattr(inference, "embed_mels", recording)
+    return list(mels), sizes
+
+
+@pytest.mark.parametrize("as_method", [False, True])
+def test_embed_files_defaults_are_batches_of_32_and_a_progress_bar(monkeypatch, capsys, as_method):
+    model = SpeakerEncoder(ModelConfig(hidden_size=8, proj_size=0, num_layers=1))
+    paths, sizes = _fake_features(monkeypatch, 40)
+    run = model.embed_files if as_method else lambda *a, **k: embed_files(model, *a, **k)
+    result = run(paths)
+    assert sizes == [32, 8] and result.paths == paths and result.embeddings.shape == (40, 8)
+    bar = capsys.readouterr().err
+    assert "embed: 100%" in bar and " 40/40 " in bar and ("file/s" in bar or "s/file" in bar)
+    sizes.clear()
+    run(paths[:7], batch_size=3, progress=False)
+    assert sizes == [3, 3, 1] and capsys.readouterr().err == ""
+
+
+def test_embed_files_logs_each_skipped_file(tmp_path, caplog):
+    model = SpeakerEncoder(ModelConfig(hidden_size=8, proj_size=0, num_layers=1))
+    missing = tmp_path / "missing.wav"
+    with caplog.at_level(logging.WARNING, logger="ge2e.inference"):
+        embed_files(model, [missing], progress=False)
+    assert [r.getMessage() for r in caplog.records] == [f"skipped {missing}: file not found"]
+
+
+def test_embedded_files_as_dict_needs_one_embedding_per_path():
+    with pytest.raises(ValueError):
+        EmbeddedFiles(["a.wav", "b.wav"], np.zeros((1, 3), dtype=np.float32)).as_dict()
+
+
+def test_short_is_strictly_below_one_second():
+    assert is_short(0.99) and not is_short(1.0) and not is_short(1.5)
+
+
+def test_model_fingerprint_of_an_encoder_without_a_fingerprint_attribute():
+    class Bare(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(2, 2)
+            self.audio, self.inference = AudioConfig(), InferenceConfig()
+
+    assert len(model_fingerprint(Bare())) == 64
 
 
 def test_model_fingerprint_follows_weights_and_settings_unless_the_file_gave_one():
@@ -264,7 +332,19 @@ def test_inference_input_errors_and_single_items():
     with pytest.raises(Ge2eError, match=r"^no utterances given$"):
         as_items([])
     assert as_items("a.wav") == ["a.wav"] and as_items(["a.wav", "b.wav"]) == ["a.wav", "b.wav"]
+    pair = (np.zeros(400, dtype=np.float32), 16_000)
+    assert len(as_items(pair)) == 1 and as_items(pair)[0] is pair  # one (samples, rate) item, not two items
     vectors = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     grouped = normalize_average(vectors, torch.tensor([0, 1, 0, 1]), 2)
+    torch.testing.assert_close(
+        normalize_average(vectors, torch.zeros(4, dtype=torch.long)), normalize_average(vectors)[None]
+    )
     assert grouped.dtype == torch.float64
     torch.testing.assert_close(grouped[1], normalize_average(vectors[1::2]))
+
+
+def test_scoring_features_errors_use_the_given_name():
+    model = SpeakerEncoder(ModelConfig(hidden_size=8, proj_size=0, num_layers=1))
+    with pytest.raises(AudioError, match=r"^clip-7: ") as err:
+        inference.scoring_features(model, np.zeros(16_000, dtype=np.float32), 16_000, name="clip-7")
+    assert err.value.path == "clip-7"
