@@ -230,6 +230,14 @@ def render(
             f"![training curve]({record['curve']})",
             "",
         ]
+    if record.get("choice"):
+        lines += [
+            "How the encoder was chosen: encoders trained from scratch with this recipe for the same CPU budget, "
+            "compared on the dev lists ([encoder_choice.md](encoder_choice.md), `recipes/shared_ti/compare.sh`):",
+            "",
+            f"![encoder choice]({record['choice']})",
+            "",
+        ]
     lines += [
         "## Decision threshold",
         "",
@@ -354,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="re-evaluate and compare with --results; write nothing")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--curve", help="training-curve PNG to show, relative to docs/ (plot_runs.py)")
+    parser.add_argument("--choice", help="encoder-choice PNG to show, relative to docs/ (encoder_choice.py)")
     parser.add_argument("--render", action="store_true", help="only re-render the card from --results")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -363,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"model_card: {args.results} not found", file=sys.stderr)
             return 1
         record["curve"] = args.curve or record.get("curve")
+        record["choice"] = args.choice or record.get("choice")
         return _write(record, args)
     data = Path(args.data)
     if not (data / "trials").is_dir():
@@ -402,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         "calibration": calibration,
         "test": test,
         "curve": args.curve,
+        "choice": args.choice,
         "script": "recipes/shared_ti/model_card.py",
     }
     return _write(record, args)
