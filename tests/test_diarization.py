@@ -14,8 +14,19 @@ from ge2e.cli import main
 from ge2e.diarization import Segment, read_rttm, write_rttm
 from ge2e.diarization.clustering import METHODS, TUNED_PATH, Tuning, cluster, tuned
 from ge2e.diarization.evaluate import der, pyannote_der
-from ge2e.diarization.pipeline import SpeechWindows, diarize_speech, embed_speech, smooth, speaker_range, to_segments
+from ge2e.diarization.pipeline import (
+    DiarizationConfig,
+    SpeechWindows,
+    diarize_speech,
+    embed_speech,
+    smooth,
+    speaker_range,
+    speech_segments,
+    to_segments,
+    window_config,
+)
 from ge2e.errors import Ge2eError, NoSpeechError
+from ge2e.inference import normalize_average, window_starts
 from ge2e.model import SpeakerEncoder
 
 
@@ -27,6 +38,7 @@ def untrained() -> SpeakerEncoder:
 
 # tuned.json holds thresholds for one model's d-vectors; synthetic clusters get the untuned defaults
 SYNTHETIC = Tuning()
+WINDOWS = Tuning(segments=False)
 
 
 def clusters(sizes: list[int], dim: int = 32, spread: float = 0.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +143,7 @@ def test_speaker_count_is_estimated_from_well_separated_clusters(method: str) ->
         assert all(len(set(labels[truth == t].tolist())) == 1 for t in range(len(sizes)))
 
 
-@pytest.mark.parametrize("method", ["nme-sc", "eigengap", "ahc"])
+@pytest.mark.parametrize("method", ["nme-sc", "eigengap", "ahc", "centroid"])
 def test_a_single_speaker_is_found(method: str) -> None:
     x, _ = clusters([60])
     assert set(cluster(x, 1, 8, method, tuning=SYNTHETIC).tolist()) == {0}
@@ -144,6 +156,17 @@ def test_speaker_range_bounds_the_estimate(method: str) -> None:
     assert len(set(cluster(x, 6, 8, method, tuning=SYNTHETIC).tolist())) >= 6
 
 
+def test_centroid_count_ignores_a_speaker_who_says_too_little() -> None:
+    x, truth = clusters([30, 30, 8], seed=3)
+    weights = np.full(len(x), 0.4)  # the third voice stands for 3.2 s
+    for least, speakers in ((0.0, 3), (3.0, 3), (4.0, 2)):
+        labels = cluster(x, 1, 8, "centroid", tuning=Tuning(min_speaker_s=least), weights=weights)
+        assert len(set(labels.tolist())) == speakers, least
+        assert all(len(set(labels[truth == t].tolist())) == 1 for t in range(3))
+    # two speakers whose centroids are more alike than the cosine allowed are one
+    assert set(cluster(x[:60], 1, 8, "centroid", tuning=Tuning(centroid_max_cos=-1.0)).tolist()) == {0}
+
+
 def test_tuned_settings_come_from_dev_and_name_a_method() -> None:
     import json
 
@@ -151,6 +174,97 @@ def test_tuned_settings_come_from_dev_and_name_a_method() -> None:
     assert record["split"] == "dev" and record["model"]["fingerprint"]
     assert tuned().method == record["method"] in METHODS
     assert 0 < tuned().ahc_threshold < 2 and 0 < tuned().eigengap_p < 1
+    assert -1 <= tuned().centroid_max_cos <= 1 and tuned().min_speaker_s >= 0
+    assert tuned().segments == record["segments"]
+
+
+# ---- clustering speech segments ----------------------------------------------------------------------------
+
+
+def synthetic_speech(regions: list[tuple[int, int]], speaker_of_frame, seed: int = 0, spread: float = 1.2):
+    """SpeechWindows over speech ``regions`` (frame ranges of 10 ms), windows of the default layout whose
+    d-vectors are their centre frame's speaker centre plus noise; -> (windows, (F,) true speaker per frame)."""
+    rng = np.random.default_rng(seed)
+    frames = np.concatenate([np.arange(a, b) for a, b in regions])
+    truth = np.array([speaker_of_frame(f) for f in frames])
+    icfg = window_config(DiarizationConfig(), 0.01, 64)
+    starts = np.asarray(window_starts(len(frames), icfg))
+    centres = starts + min(icfg.window_frames, len(frames)) / 2
+    owner = np.searchsorted((centres[1:] + centres[:-1]) / 2, np.arange(len(frames)) + 0.5)
+    centre_vectors = rng.standard_normal((truth.max() + 1, 32))
+    x = centre_vectors[truth[np.floor(centres).astype(int)]] + spread * rng.standard_normal((len(starts), 32))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    speech = SpeechWindows("x", x, frames, owner, 0.01, 0.005, (frames[-1] + 1) * 0.01)
+    return speech, truth
+
+
+def test_speech_segments_cut_regions_and_average_the_windows_centred_in_them() -> None:
+    # 5 s of speech, a pause, 0.2 s, a pause, 4 s
+    speech, _ = synthetic_speech([(0, 500), (600, 620), (700, 1100)], lambda f: 0)
+    units = speech_segments(speech, DiarizationConfig(segment_s=3.0))
+    # the 5 s region is cut in two equal pieces, the 4 s one too, the 0.2 s blip is its own segment
+    assert units.durations == pytest.approx([2.5, 2.5, 0.2, 2.0, 2.0])
+    assert np.array_equal(np.bincount(units.frame_segment), [250, 250, 20, 200, 200])
+    assert np.all(np.diff(units.frame_segment) >= 0)
+    centres = np.asarray(window_starts(920, window_config(DiarizationConfig(), 0.01, 1))) + 80
+    centred = units.frame_segment[centres]
+    first = normalize_average(torch.from_numpy(speech.embeddings[centred == 0]))
+    assert np.allclose(units.embeddings[0], first.numpy(), atol=1e-6)
+    # no window centre falls in the blip (speech frames 500-519): it takes the window that owns its middle
+    assert 2 not in centred
+    assert np.allclose(units.embeddings[2], speech.embeddings[speech.owner[509]], atol=1e-6)
+    # one segment per region when the regions are short enough
+    assert len(speech_segments(speech, DiarizationConfig(segment_s=10.0)).embeddings) == 3
+
+
+def conversation_turns(speakers: int, seed: int, spread: float) -> tuple[SpeechWindows, dict[str, list[Segment]]]:
+    """Turns of 2-4 s separated by 0.5 s pauses, speakers in turn, noisy window d-vectors -> (windows, reference)."""
+    rng = np.random.default_rng(seed)
+    regions, owners, start = [], [], 0
+    for turn in range(4 * speakers):
+        length = int(rng.integers(200, 400))
+        regions.append((start, start + length))
+        owners.append(turn % speakers)
+        start += length + 50
+    lookup = {f: owners[i] for i, (a, b) in enumerate(regions) for f in range(a, b)}
+    speech, truth = synthetic_speech(regions, lookup.__getitem__, seed=seed, spread=spread)
+    times = speech.offset_s + speech.speech_frames * speech.frame_s
+    ref = [Segment(float(t - 0.005), float(t + 0.005), f"s{k}") for t, k in zip(times, truth, strict=True)]
+    return speech, {"c": ref}
+
+
+@pytest.mark.parametrize("method", ["nme-sc", "ahc", "kmeans", "centroid"])
+def test_segments_find_the_turns_that_single_windows_confuse(method: str) -> None:
+    windows_der = []
+    for speakers, seed in ((2, 0), (3, 1), (4, 2)):
+        speech, ref = conversation_turns(speakers, seed, spread=2.0)
+        turns = diarize_speech(speech, num_speakers=speakers, method=method, tuning=SYNTHETIC)
+        assert der(ref, {"c": turns}).der < 0.02, (method, speakers)
+        # the same noisy d-vectors clustered window by window
+        turns = diarize_speech(speech, num_speakers=speakers, method=method, tuning=WINDOWS)
+        windows_der.append(der(ref, {"c": turns}).der)
+    assert np.mean(windows_der) > 0.05
+
+
+@pytest.mark.parametrize("method", ["nme-sc", "kmeans", "centroid"])
+def test_the_speaker_count_is_estimated_over_segments(method: str) -> None:
+    tuning = Tuning(centroid_max_cos=0.6)  # below the 0.71 of a cluster that mixes two speakers
+    for speakers, seed in ((2, 0), (3, 1), (4, 2)):
+        speech, ref = conversation_turns(speakers, seed, spread=1.5)
+        turns = diarize_speech(speech, method=method, tuning=tuning)
+        assert len({t.speaker for t in turns}) == speakers, (method, speakers)
+        assert der(ref, {"c": turns}).der < 0.02, (method, speakers)
+
+
+def test_segments_keep_the_speaker_options() -> None:
+    speech, _ = conversation_turns(2, 0, spread=1.5)
+    for k in (1, 2, 3, 5):
+        assert len({t.speaker for t in diarize_speech(speech, num_speakers=k, tuning=SYNTHETIC)}) == k
+    bounded = diarize_speech(speech, min_speakers=3, max_speakers=4, tuning=SYNTHETIC)
+    assert 3 <= len({t.speaker for t in bounded}) <= 4
+    # more speakers asked for than there are segments: the windows are clustered instead
+    short, _ = synthetic_speech([(0, 300), (350, 650)], lambda f: int(f >= 350))
+    assert len({t.speaker for t in diarize_speech(short, num_speakers=4, tuning=SYNTHETIC)}) == 4
 
 
 def test_speaker_range_rejects_contradictions() -> None:
@@ -244,6 +358,27 @@ def conversation(data_root: Path, speakers: int, seed: int):
             files[utt.speaker].append(utt.path)
     cfg = ConversationConfig(turns_per_speaker=3, turn_s=(1.5, 4.0))
     return make_conversation(join_sources(load_sources(files)), chosen, cfg, np.random.default_rng(seed))
+
+
+def test_each_window_is_normalised_by_its_own_mean(data_root: Path, untrained: SpeakerEncoder) -> None:
+    from ge2e.audio import load_speech, log_mel
+    from ge2e.inference import embed_frames, windows
+
+    wav = conversation(data_root, 2, seed=0).wav
+    own = embed_speech(untrained, wav, 16_000)
+    whole = embed_speech(untrained, wav, 16_000, DiarizationConfig(window_mean=False))
+    assert np.array_equal(own.speech_frames, whole.speech_frames)
+    # by hand: the windows of the speech frames, each minus its own mean (training's per-utterance normalisation)
+    audio, _ = load_speech(wav, 16_000, untrained.audio)
+    speech = log_mel(torch.from_numpy(audio), untrained.audio)[torch.from_numpy(own.speech_frames)]
+    cut = windows(speech, window_config(DiarizationConfig(), own.frame_s, 64))
+    with torch.inference_mode():
+        expected = embed_frames(untrained, cut - cut.mean(dim=1, keepdim=True)).numpy()
+        icfg = window_config(DiarizationConfig(), own.frame_s, 64)
+        recording = embed_frames(untrained, windows(speech - speech.mean(dim=0), icfg)).numpy()
+    assert np.allclose(own.embeddings, expected, atol=1e-5)
+    assert np.allclose(whole.embeddings, recording, atol=1e-5)
+    assert not np.allclose(own.embeddings, whole.embeddings, atol=1e-2)
 
 
 @pytest.mark.parametrize("speakers", [2, 3])

@@ -6,10 +6,12 @@
    of four shared corpora, 2 to 8 speakers (make_eval_set.py).
 2. Embeds every conversation once per model (VAD + 1.6 s d-vector windows every 0.4 s), cached under
    ``exp/diarization/cache/<model fingerprint>/``; Resemblyzer's d-vectors of the same windows are cached too.
-3. On dev only: the ``ahc`` threshold and the ``eigengap`` percentile that give the lowest DER (0.25 s collar),
-   then the counting method with the lowest DER becomes the default. Written to
-   ``src/ge2e/diarization/tuned.json``, which the pipeline reads.
-4. On test: every method with the tuned settings, for the model and for Resemblyzer's d-vectors; count accuracy,
+3. On dev only, for each clustering level (speech segments, windows): the ``ahc`` threshold, the ``eigengap``
+   percentile and the ``centroid`` cosine and minimum speech per speaker (the last on segments only; windows
+   reuse them) that give the lowest DER (0.25 s collar); then the method and level with the lowest DER become
+   the default. Written to ``src/ge2e/diarization/tuned.json``, which the pipeline reads.
+4. On test: every method and level with the tuned settings, for the model and for Resemblyzer's d-vectors
+   (its default level only); count accuracy,
    DER with missed / false alarm / confusion for 2-4 and 5-8 speakers, real-time factor and load average; the
    project's DER checked against pyannote.metrics'. Written between the markers of docs/diarization.md, with
    ``exp/diarization/results.json`` and docs/img/diarization_example.png.
@@ -45,6 +47,9 @@ OUT = REPO / "exp" / "diarization"
 GROUPS = {"2-4": (2, 3, 4), "5-8": (5, 6, 7, 8)}
 AHC_THRESHOLDS = np.round(np.arange(0.05, 1.201, 0.025), 3)
 EIGENGAP_PS = np.round(np.arange(0.80, 0.991, 0.01), 2)
+CENTROID_COSINES = np.round(np.arange(0.50, 0.951, 0.025), 3)
+MIN_SPEAKER_SECONDS = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0)
+LEVELS = {"segments": True, "windows": False}
 COLLAR = 0.25
 TARGET_COUNT_ACCURACY, TARGET_DER = 0.80, 0.15  # issue 15, 2-4 speakers
 MARK_START, MARK_END = "<!-- diarization-table:start -->", "<!-- diarization-table:end -->"
@@ -63,6 +68,12 @@ def ensure_set(split: str, per_count: int, seed: int) -> tuple[dict, dict]:
         manifest = build(folder, split, list(range(2, 9)), per_count, CONVERSATION, seed, sources)
     refs = {c["uri"]: read_rttm(folder / "ref" / f"{c['uri']}.rttm")[c["uri"]] for c in manifest["conversations"]}
     return manifest, refs
+
+
+def cache_name(fingerprint: str, cfg: DiarizationConfig | None = None) -> str:
+    """The cache folder of a model's d-vectors: its fingerprint, and ``-wmean`` when each window is normalised by
+    its own mean (the default front end) rather than the recording's."""
+    return fingerprint[:16] + ("-wmean" if (cfg or DiarizationConfig()).window_mean else "")
 
 
 def save_speech(path: Path, speech: SpeechWindows, seconds: float) -> None:
@@ -160,32 +171,60 @@ def grouped(refs: dict, hyps: dict) -> dict:
     return {g: summary(refs, hyps, uris) for g, uris in {**by_group, "all": list(refs)}.items()}
 
 
-def tune(speeches: dict, refs: dict) -> tuple[Tuning, dict]:
-    """Dev: the best ``ahc`` threshold and ``eigengap`` percentile, then the best method -> (tuning, comparison)."""
-    base = Tuning()
+def tune(speeches: dict, refs: dict) -> tuple[Tuning, dict, dict[str, Tuning]]:
+    """Dev: per level the best ``ahc`` threshold, ``eigengap`` percentile and ``centroid`` settings, then the best
+    method and level -> (tuning, comparison, {level: its tuning})."""
 
     def dev_der(method: str, tuning: Tuning) -> float:
         return der(refs, run(speeches, method, tuning)[0], COLLAR).der
 
-    threshold = min(AHC_THRESHOLDS, key=lambda t: dev_der("ahc", replace(base, ahc_threshold=float(t))))
-    p = min(EIGENGAP_PS, key=lambda p: dev_der("eigengap", replace(base, eigengap_p=float(p))))
-    tuning = replace(base, ahc_threshold=float(threshold), eigengap_p=float(p))
-    comparison = {m: grouped(refs, run(speeches, m, tuning)[0]) for m in METHODS}
-    best = min(METHODS, key=lambda m: (comparison[m]["all"]["der"], -comparison[m]["all"]["count_accuracy"]))
-    return replace(tuning, method=best), comparison
+    def best(method: str, tuning: Tuning, field: str, values) -> Tuning:
+        value = min(values, key=lambda v: dev_der(method, replace(tuning, **{field: float(v)})))
+        return replace(tuning, **{field: float(value)})
+
+    levels: dict[str, Tuning] = {}
+    for level in LEVELS:
+        tuning = replace(Tuning(), segments=LEVELS[level])
+        tuning = best("ahc", tuning, "ahc_threshold", AHC_THRESHOLDS)
+        tuning = best("eigengap", tuning, "eigengap_p", EIGENGAP_PS)
+        if LEVELS[level]:
+            # coordinate descent: the cosine, the minimum speech per speaker, the cosine again
+            tuning = best("centroid", tuning, "centroid_max_cos", CENTROID_COSINES)
+            tuning = best("centroid", tuning, "min_speaker_s", MIN_SPEAKER_SECONDS)
+            tuning = best("centroid", tuning, "centroid_max_cos", CENTROID_COSINES)
+        else:
+            segments = levels["segments"]
+            tuning = replace(tuning, centroid_max_cos=segments.centroid_max_cos, min_speaker_s=segments.min_speaker_s)
+        levels[level] = tuning
+        print(f"dev {level}: {tuning}", flush=True)
+    comparison = {
+        f"{m}, {level}": grouped(refs, run(speeches, m, tuning)[0]) for level, tuning in levels.items() for m in METHODS
+    }
+    label = min(comparison, key=lambda k: (comparison[k]["all"]["der"], -comparison[k]["all"]["count_accuracy"]))
+    method, level = label.split(", ")
+    return replace(levels[level], method=method), comparison, levels
 
 
-def evaluate(systems: dict, refs: dict, tunings: dict[str, Tuning], audio_s: float) -> dict:
-    """Test rows: every method on every embedding with that embedding's dev tuning, plus the model's default
-    method with the oracle count."""
+def level_name(tuning: Tuning) -> str:
+    return "segments" if tuning.segments else "windows"
+
+
+def evaluate(systems: dict, refs: dict, tunings: dict[str, Tuning], levels: dict[str, Tuning], audio_s: float) -> dict:
+    """Test rows: every method on every embedding with that embedding's dev tuning at its default level (the
+    model: at both levels), plus the model's default method with the oracle count."""
     truth = {u: count(r) for u, r in refs.items()}
     default = tunings["model"].method
     rows = {}
     for embedding, speeches in systems.items():
         embed_s = sum(s for _, s in speeches.values())
-        runs = [(m, m, None) for m in METHODS] + [(f"{default}, oracle count", default, truth)]
-        for label, method, oracle in runs:
-            hyps, cluster_s = run(speeches, method, tunings[embedding], oracle)
+        tuning = tunings[embedding]
+        level = level_name(tuning)
+        runs = [(f"{m}, {level}", m, None, tuning) for m in METHODS]
+        if embedding == "model":
+            runs += [(f"{m}, {other}", m, None, t) for other, t in levels.items() if other != level for m in METHODS]
+        runs += [(f"{default}, {level}, oracle count", default, truth, tuning)]
+        for label, method, oracle, tuning in runs:
+            hyps, cluster_s = run(speeches, method, tuning, oracle)
             groups = grouped(refs, hyps)
             check = max(abs(der(refs, hyps, c).der - pyannote_der(refs, hyps, c).der) for c in (0.0, COLLAR))
             rows[f"{embedding} / {label}"] = {
@@ -217,14 +256,18 @@ def table(rows: dict, groups: tuple[str, ...]) -> list[str]:
 def markdown(results: dict) -> str:
     model, tuning, load = results["model"], results["tuning"]["model"], results["load_average"]
     others = "".join(
-        f" ({name}'s d-vectors: threshold {t['ahc_threshold']}, percentile {t['eigengap_p']})"
+        f" ({name}'s d-vectors: threshold {t['ahc_threshold']}, percentile {t['eigengap_p']}, centroid cosine "
+        f"{t['centroid_max_cos']} and {t['min_speaker_s']:g} s, on {'segments' if t['segments'] else 'windows'})"
         for name, t in results["tuning"].items()
         if name != "model"
     )
+    level = "segments" if tuning["segments"] else "windows"
+    default_label = f"model / {tuning['method']}, {level}"
+    windows_t = results["levels"]["windows"]
     dev, test = results["sets"]["dev"], results["sets"]["test"]
     rtf = "; ".join(f"{label} {row['rtf']:.3f}" for label, row in results["test"].items() if "oracle" not in label)
     check = max(row["pyannote_max_abs_diff"] for row in results["test"].values())
-    default = results["test"][f"model / {tuning['method']}"]["groups"]
+    default = results["test"][default_label]["groups"]
     small, large = default["2-4"], default["5-8"]
     met = small["count_accuracy"] >= TARGET_COUNT_ACCURACY and small["der"] < TARGET_DER
     return "\n".join(
@@ -237,9 +280,11 @@ def markdown(results: dict) -> str:
             f"the conversations of a group, collar {COLLAR} s on each side of every reference boundary (the last "
             "column without).",
             "",
-            f"**Dev** (tuning; for the model the chosen `ahc` threshold is {tuning['ahc_threshold']} and the "
-            f"`eigengap` percentile {tuning['eigengap_p']}{others}; the default is **{tuning['method']}**, the "
-            "lowest dev DER with the model's d-vectors):",
+            f"**Dev** (tuning; for the model on {level} the chosen `ahc` threshold is {tuning['ahc_threshold']}, "
+            f"the `eigengap` percentile {tuning['eigengap_p']}, the `centroid` cosine {tuning['centroid_max_cos']} "
+            f"with at least {tuning['min_speaker_s']:g} s per speaker (on windows: threshold "
+            f"{windows_t['ahc_threshold']}, percentile {windows_t['eigengap_p']}){others}; the default is "
+            f"**{tuning['method']} on {level}**, the lowest dev DER with the model's d-vectors):",
             "",
             *table(results["dev"], ("2-4", "5-8")),
             "",
@@ -313,25 +358,30 @@ def main(argv: list[str] | None = None) -> int:
     refs: dict[str, dict] = {}
     for split in ("dev", "test"):
         manifest, refs[split] = ensure_set(split, args.per_count, args.seed)
-        speeches = embed_set(model, split, list(refs[split]), OUT / "cache" / fingerprint[:16] / split)
+        speeches = embed_set(model, split, list(refs[split]), OUT / "cache" / cache_name(fingerprint) / split)
         systems[split] = {"model": speeches}
         if not args.no_resemblyzer:
             systems[split]["Resemblyzer"] = resemblyzer_set(split, speeches, OUT / "cache" / "resemblyzer" / split)
         audio_s = sum(c["duration_s"] for c in manifest["conversations"])
         results["sets"][split] = {"conversations": len(refs[split]), "hours": audio_s / 3600, "audio_s": audio_s}
 
-    tunings, results["dev"] = {}, {}
+    tunings, results["dev"], levels = {}, {}, {}
     for embedding, speeches in systems["dev"].items():
-        tunings[embedding], comparison = tune(speeches, refs["dev"])
+        tunings[embedding], comparison, levels[embedding] = tune(speeches, refs["dev"])
+        if embedding != "model":  # the reference: its default level only
+            keep = level_name(tunings[embedding])
+            comparison = {k: v for k, v in comparison.items() if k.endswith(keep)}
         results["dev"].update({f"{embedding} / {m}": row for m, row in comparison.items()})
         print(f"dev {embedding}: {tunings[embedding]}", flush=True)
     tuning = tunings["model"]
+    results["levels"] = {level: asdict(t) for level, t in levels["model"].items()}
     record = {**asdict(tuning), "model": results["model"], "split": "dev", "collar": COLLAR, "date": results["date"]}
     atomic_write(TUNED_PATH, lambda f: f.write(json.dumps(record, indent=1) + "\n"), "w")
-    rows = evaluate(systems["test"], refs["test"], tunings, results["sets"]["test"]["audio_s"])
+    rows = evaluate(systems["test"], refs["test"], tunings, levels["model"], results["sets"]["test"]["audio_s"])
 
     example = {"reference": refs["test"][EXAMPLE]}
-    for label in (f"model / {tuning.method}", f"Resemblyzer / {tuning.method}"):
+    level = level_name(tuning)
+    for label in (f"model / {tuning.method}, {level}", f"Resemblyzer / {tuning.method}, {level}"):
         if label in rows:
             example[label] = rows[label]["hyps"][EXAMPLE]
     results["test"] = {label: {k: v for k, v in row.items() if k != "hyps"} for label, row in rows.items()}

@@ -6,9 +6,16 @@
 - ``eigengap``: the refined affinity of Wang et al. (ICASSP 2018) at a fixed percentile p, count from the
   largest eigengap;
 - ``ahc``: average-linkage agglomerative clustering of cosine distances, cut at a threshold;
-- ``kmeans``: cosine k-means, count by the best silhouette.
+- ``kmeans``: cosine k-means, count by the best silhouette;
+- ``centroid``: NME-SC's partition for each number of speakers k; the count is the largest k whose speakers are
+  all told apart (every pair of speaker centroids, duration-weighted, below a cosine tuned on dev) and each
+  speak long enough (at least ``min_speaker_s``).
 
-The numbers tuned on dev (``eigengap`` p, ``ahc`` threshold, the default method) live in ``tuned.json`` beside
+The points clustered are either the window d-vectors or, by default, speech segments (``Tuning.segments``,
+see :func:`ge2e.diarization.pipeline.speech_segments`).
+
+The numbers tuned on dev (``eigengap`` p, ``ahc`` threshold, ``centroid`` cosine and minimum, segments or
+windows, the default method) live in ``tuned.json`` beside
 this module, with the model and split they were tuned on; ``tune.py`` rewrites it.
 """
 
@@ -25,7 +32,7 @@ import numpy as np
 
 from ge2e.errors import Ge2eError
 
-METHODS: tuple[str, ...] = ("nme-sc", "eigengap", "ahc", "kmeans")
+METHODS: tuple[str, ...] = ("nme-sc", "eigengap", "ahc", "kmeans", "centroid")
 TUNED_PATH = Path(__file__).with_name("tuned.json")
 # NME-SC's search range of the pruning percentile (Turn-to-Diarize's published AutoTune, Xia et al. 2022)
 AUTOTUNE_P_MIN = 0.40
@@ -37,11 +44,16 @@ SEED = 0
 @dataclass(frozen=True)
 class Tuning:
     """What dev tuning chose. Attributes: the default ``method``, the ``eigengap`` method's fixed percentile
-    ``eigengap_p`` and the ``ahc`` cosine-distance ``ahc_threshold``."""
+    ``eigengap_p``, the ``ahc`` cosine-distance ``ahc_threshold``, the ``centroid`` method's largest cosine
+    between two speakers' centroids ``centroid_max_cos`` and least speech per speaker ``min_speaker_s``
+    (seconds), and whether speech ``segments`` rather than windows are clustered."""
 
     method: str = "nme-sc"
     eigengap_p: float = 0.95
     ahc_threshold: float = 0.5
+    centroid_max_cos: float = 0.8
+    min_speaker_s: float = 3.0
+    segments: bool = True
 
 
 @functools.cache
@@ -177,6 +189,35 @@ def kmeans(embeddings: np.ndarray, min_speakers: int, max_speakers: int) -> np.n
     return best[1] if best is not None else np.zeros(n, dtype=int)
 
 
+def centroid_count(
+    embeddings: np.ndarray,
+    min_speakers: int,
+    max_speakers: int,
+    weights: np.ndarray,
+    max_cos: float,
+    min_weight: float,
+    window_overlap: int = 1,
+) -> np.ndarray:
+    """``(N, D)`` d-vectors -> ``(N,)`` labels: NME-SC's partition into k clusters for the largest k in the range
+    whose clusters are all distinct speakers, or ``min_speakers`` clusters when no k is.
+
+    A partition counts when every pair of cluster centroids (``weights``-weighted means of the unit d-vectors,
+    normalised) has cosine below ``max_cos`` and every cluster weighs at least ``min_weight``: a speaker split in
+    two leaves two alike halves, and a spurious cluster of a few odd points is light.
+    """
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    for k in range(max_speakers, max(min_speakers, 2) - 1, -1):
+        labels = spectral(embeddings, k, k, True, window_overlap=window_overlap)
+        ids = np.unique(labels)
+        centres = np.stack([(weights[labels == c, None] * unit[labels == c]).sum(axis=0) for c in ids])
+        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+        cosines = (centres @ centres.T)[np.triu_indices(len(ids), 1)]
+        mass = np.array([weights[labels == c].sum() for c in ids])
+        if k == min_speakers or (len(ids) == k and cosines.max() < max_cos and mass.min() >= min_weight):
+            return labels
+    return np.zeros(len(embeddings), dtype=int)
+
+
 def cluster(
     embeddings: np.ndarray,
     min_speakers: int,
@@ -184,10 +225,12 @@ def cluster(
     method: str | None = None,
     window_overlap: int = 1,
     tuning: Tuning | None = None,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Speaker label per d-vector ``(N, D)`` -> ``(N,)`` int, with ``min_speakers <= max_speakers <= N``.
 
-    ``method`` (one of :data:`METHODS`) and ``tuning`` default to :func:`tuned`'s.
+    ``method`` (one of :data:`METHODS`) and ``tuning`` default to :func:`tuned`'s. ``weights``: ``(N,)`` seconds
+    of speech each d-vector stands for (``centroid`` only; default 0.4 s each, the window step).
     """
     tuning = tuning or tuned()
     method = method or tuning.method
@@ -202,5 +245,16 @@ def cluster(
         return agglomerative(embeddings, min_speakers, max_speakers, tuning.ahc_threshold)
     if method == "kmeans":
         return kmeans(embeddings, min_speakers, max_speakers)
+    if method == "centroid":
+        weights = np.full(n, 0.4) if weights is None else np.asarray(weights, dtype=np.float64)
+        return centroid_count(
+            embeddings,
+            min_speakers,
+            max_speakers,
+            weights,
+            tuning.centroid_max_cos,
+            tuning.min_speaker_s,
+            window_overlap,
+        )
     autotune = method == "nme-sc"
     return spectral(embeddings, min_speakers, max_speakers, autotune, tuning.eigengap_p, window_overlap)

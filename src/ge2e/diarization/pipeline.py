@@ -7,10 +7,19 @@ Windowing (:class:`DiarizationConfig`): the non-speech frames are dropped, and w
 the 160 frames the encoder was trained on) slide over the remaining speech every ``step_s`` (0.4 s, the paper's
 400 ms segment limit), one d-vector each. Every speech frame takes the speaker of the window whose centre is
 nearest, so turns are resolved to ``step_s`` while each d-vector still sees enough speech to be reliable.
+Each window has its own mean subtracted (``window_mean``), as the encoder saw per-utterance normalised crops
+in training.
+
+Clustering units (:func:`speech_segments`): by default the speakers are clustered over speech *segments*
+rather than single windows: the VAD speech regions (in a conversation turns are mostly separated by pauses, so
+a region is mostly one speaker), long ones cut into pieces of at most ``segment_s``; each segment's d-vector is
+the normalise-average-normalise of the windows centred in it, so the clustering sees fewer, more reliable
+points, and every frame takes its segment's speaker.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +28,7 @@ import numpy as np
 import torch
 
 from ge2e.config import InferenceConfig
-from ge2e.diarization.clustering import Tuning, cluster
+from ge2e.diarization.clustering import Tuning, cluster, tuned
 from ge2e.diarization.rttm import Segment
 from ge2e.errors import AudioTooShort, Ge2eError, NoSpeechError
 from ge2e.inference import Encoder, embed_frames, window_starts, windows
@@ -38,17 +47,27 @@ class DiarizationConfig:
         window_s: window length in seconds; the encoder was trained on 1.4-1.8 s crops.
         step_s: hop between windows in seconds; also the time resolution of the speaker labels.
         min_duration_s: no speaker turn shorter than this (see :func:`smooth`); 0 keeps every turn.
+        window_mean: subtract each window's own mean log-mel frame (the per-utterance normalisation the
+            encoder was trained with; dev DER 16.8% instead of 24.7% with one mean over the recording, default
+            method, 2-4 speakers); False subtracts the mean of all speech frames of the recording.
+        segment_s: longest clustering segment in seconds (a VAD speech region is cut into equal pieces no longer
+            than this, so that a speaker change without a pause can still be found); see
+            :func:`speech_segments`.
     """
 
     window_s: float = 1.6
     step_s: float = 0.4
     min_duration_s: float = 0.25
+    window_mean: bool = True
+    segment_s: float = 3.0
 
     def __post_init__(self) -> None:
         if not 0 < self.step_s <= self.window_s:
             raise ValueError(f"need 0 < step_s <= window_s, got step_s={self.step_s}, window_s={self.window_s}")
         if self.min_duration_s < 0:
             raise ValueError(f"need min_duration_s >= 0, got {self.min_duration_s}")
+        if self.segment_s <= 0:
+            raise ValueError(f"need segment_s > 0, got {self.segment_s}")
 
 
 @dataclass
@@ -96,7 +115,8 @@ def embed_speech(
     """Front end + VAD + sliding-window d-vectors of one recording (file or ``(L,)`` array with ``sr``).
 
     The front end is the model's ``AudioConfig`` applied to the whole recording: loudness normalisation, log-mel
-    frames, silero VAD, and the mean over all speech frames subtracted when ``mean_normalize`` is set.
+    frames, silero VAD; when ``mean_normalize`` is set, each window's own mean is subtracted (``cfg.window_mean``)
+    or the mean over all speech frames.
 
     Raises:
         AudioError subclasses naming ``name`` (default: the path or ``<array>``): unreadable audio,
@@ -121,11 +141,13 @@ def embed_speech(
             name, f"{len(speech_frames) * frame_s * 1000:.0f} ms of speech, need {audio.min_speech_ms:.0f} ms"
         )
     speech = feats[torch.from_numpy(speech_frames)]
-    if audio.mean_normalize:
+    if audio.mean_normalize and not cfg.window_mean:
         speech = speech - speech.mean(dim=0, keepdim=True)
 
     icfg = window_config(cfg, frame_s, model.inference.batch_windows)
     cut = windows(speech, icfg)  # (N, min(F, size), n_mels)
+    if audio.mean_normalize and cfg.window_mean:
+        cut = cut - cut.mean(dim=1, keepdim=True)
     embeddings = embed_frames(model, cut)
     starts = np.asarray(window_starts(len(speech_frames), icfg), dtype=np.float64)
     window_centres = starts + cut.shape[1] / 2
@@ -142,6 +164,58 @@ def embed_speech(
     )
 
 
+@dataclass
+class SpeechSegments:
+    """Clustering units of one recording (:func:`speech_segments`).
+
+    Attributes:
+        frame_segment: ``(F,)`` segment index of every speech frame (segments are runs of frames, in time order).
+        embeddings: ``(S, D)`` float32 unit-norm d-vector of each segment.
+        durations: ``(S,)`` seconds of speech in each segment.
+    """
+
+    frame_segment: np.ndarray
+    embeddings: np.ndarray
+    durations: np.ndarray
+
+
+def speech_segments(speech: SpeechWindows, cfg: DiarizationConfig | None = None) -> SpeechSegments:
+    """Cut the speech into segments and give each the d-vector of the windows centred in it.
+
+    A segment is a VAD speech region (consecutive speech frames), cut into equal pieces of at most
+    ``cfg.segment_s`` seconds. Its d-vector is :func:`ge2e.inference.normalize_average` of the window d-vectors
+    whose centres fall in it (a segment too short to hold a window centre takes the window that owns its middle
+    frame). ``cfg`` must be the windowing that made ``speech``.
+    """
+    from ge2e.inference import normalize_average
+
+    cfg = cfg or DiarizationConfig()
+    frames = speech.speech_frames
+    count = len(frames)
+    icfg = window_config(cfg, speech.frame_s, 1)
+    starts = np.asarray(window_starts(count, icfg), dtype=np.float64)
+    if len(starts) != len(speech.embeddings):
+        raise ValueError(f"{len(speech.embeddings)} d-vectors but the windowing gives {len(starts)} windows")
+    breaks = np.flatnonzero(np.diff(frames) != 1) + 1
+    longest = max(1, round(cfg.segment_s / speech.frame_s))
+    bounds = []
+    for first, end in zip(np.r_[0, breaks], np.r_[breaks, count], strict=True):
+        edges = np.linspace(first, end, -(-(end - first) // longest) + 1).round().astype(int)
+        bounds += [(int(a), int(b)) for a, b in itertools.pairwise(edges)]
+    frame_segment = np.zeros(count, dtype=int)
+    for i, (first, end) in enumerate(bounds):
+        frame_segment[first:end] = i
+    centres = starts + min(icfg.window_frames, count) / 2
+    window_segment = frame_segment[np.minimum(np.floor(centres).astype(int), count - 1)]
+    empty = np.setdiff1d(np.arange(len(bounds)), window_segment)
+    rows = np.r_[np.arange(len(starts)), speech.owner[[(bounds[i][0] + bounds[i][1] - 1) // 2 for i in empty]]]
+    groups = np.r_[window_segment, empty]
+    vectors = torch.from_numpy(np.asarray(speech.embeddings, dtype=np.float64)[rows])
+    embeddings = normalize_average(vectors, torch.from_numpy(groups), len(bounds)).numpy().astype(np.float32)
+    durations = np.array([end - first for first, end in bounds], dtype=np.float64) * speech.frame_s
+    return SpeechSegments(frame_segment, embeddings, durations)
+
+
 def to_segments(speech: SpeechWindows, labels: np.ndarray) -> list[Segment]:
     """Speaker turns from one cluster label per window: ``(N,)`` int -> segments in time order.
 
@@ -151,7 +225,14 @@ def to_segments(speech: SpeechWindows, labels: np.ndarray) -> list[Segment]:
     labels = np.asarray(labels)
     if labels.shape != (len(speech.embeddings),):
         raise ValueError(f"expected {len(speech.embeddings)} labels, got shape {labels.shape}")
-    frame_labels = labels[speech.owner]
+    return frame_turns(speech, labels[speech.owner])
+
+
+def frame_turns(speech: SpeechWindows, frame_labels: np.ndarray) -> list[Segment]:
+    """Speaker turns from one label per speech frame ``(F,)`` (see :func:`to_segments`)."""
+    frame_labels = np.asarray(frame_labels)
+    if frame_labels.shape != speech.speech_frames.shape:
+        raise ValueError(f"expected {len(speech.speech_frames)} frame labels, got shape {frame_labels.shape}")
     frames = speech.speech_frames
     breaks = np.flatnonzero((np.diff(frames) != 1) | (np.diff(frame_labels) != 0)) + 1
     names: dict[int, str] = {}
@@ -229,6 +310,10 @@ def diarize_speech(
 ) -> list[Segment]:
     """Cluster the windows of :func:`embed_speech` and return the smoothed speaker turns (see :func:`diarize`).
 
+    With ``tuning.segments`` (the default from ``tuned.json``) the clustering runs over :func:`speech_segments`
+    (each weighted by its seconds of speech) and every frame takes its segment's speaker; otherwise over the
+    windows.
+
     ``tuning``: the tuned clustering settings to use instead of ``tuned.json``'s (dev tuning tries several).
     """
     cfg = cfg or DiarizationConfig()
@@ -238,9 +323,19 @@ def diarize_speech(
         raise AudioTooShort(
             speech.name, f"{speech.speech_s:.1f} s of speech gives {n} d-vector windows, too few for {lo} speakers"
         )
-    overlap = max(1, round(cfg.window_s / cfg.step_s))
-    labels = cluster(speech.embeddings, lo, min(hi, n), method, window_overlap=overlap, tuning=tuning)
-    return smooth(to_segments(speech, labels), cfg.min_duration_s)
+    tuning = tuning or tuned()
+    units = speech_segments(speech, cfg) if tuning.segments else None
+    if units is not None and len(units.embeddings) >= lo:
+        # speakers clustered over speech segments; too few segments for the speakers asked for: over windows
+        count = len(units.embeddings)
+        labels = cluster(units.embeddings, lo, min(hi, count), method, tuning=tuning, weights=units.durations)
+        turns = frame_turns(speech, labels[units.frame_segment])
+    else:
+        overlap = max(1, round(cfg.window_s / cfg.step_s))
+        steps = np.full(n, cfg.step_s)
+        labels = cluster(speech.embeddings, lo, min(hi, n), method, overlap, tuning, weights=steps)
+        turns = to_segments(speech, labels)
+    return smooth(turns, cfg.min_duration_s)
 
 
 def diarize(
