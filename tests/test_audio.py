@@ -11,6 +11,8 @@ import soundfile as sf
 import torch
 
 from ge2e.audio import (
+    _hz_to_mel,
+    _mel_to_hz,
     load_audio,
     log_mel,
     mel_frequencies,
@@ -269,6 +271,13 @@ def htk_mel(hz: np.ndarray | float) -> np.ndarray:
 def htk_edges(n_mels: int, f_min: float, f_max: float) -> np.ndarray:
     mels = np.linspace(htk_mel(f_min), htk_mel(f_max), n_mels + 2)
     return 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
+
+
+def test_mel_scale_is_computed_in_float64_for_float32_input() -> None:
+    hz = np.array([20.0, 1000.0, 7600.0], dtype=np.float32)
+    np.testing.assert_allclose(_hz_to_mel(hz), htk_mel(hz.astype(np.float64)), rtol=1e-13)
+    mel = np.array([31.7, 1000.0, 2783.0], dtype=np.float32)
+    np.testing.assert_allclose(_mel_to_hz(mel), 700.0 * (10.0 ** (mel.astype(np.float64) / 2595.0) - 1.0), rtol=1e-13)
 
 
 def test_mel_frequencies_at_published_mel_values() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_curve
 
-from ge2e.metrics import det_curve, eer, min_dcf
+from ge2e.metrics import det_curve, eer, error_rates, min_dcf
 
 # Non-targets 0.1, 0.4, 0.6; targets 0.3, 0.7, 0.8, 0.9. Operating points (accept score >= u):
 #   u=0.1: miss 0, fa 1 | u=0.3: 0, 2/3 | u=0.4: 1/4, 2/3 | u=0.6: 1/4, 1/3 | u=0.7: 1/4, 0 | ...
@@ -101,6 +101,12 @@ def test_det_curve_matches_sklearn_and_thresholds_realise_points() -> None:
     fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
     np.testing.assert_allclose(p_fa[::-1], fpr)
     np.testing.assert_allclose(p_miss[::-1], 1.0 - tpr)
+
+
+def test_error_rates_accept_a_score_equal_to_the_threshold() -> None:
+    scores, labels = [0.2, 0.5, 0.5, 0.8], [0, 0, 1, 1]
+    assert error_rates(scores, labels, 0.5) == (0.5, 0.0)  # the 0.5 non-target is accepted, the 0.5 target too
+    assert error_rates(scores, labels, float(np.nextafter(0.5, 1.0))) == (0.0, 0.5)
 
 
 def test_min_dcf_separable_is_zero() -> None:

@@ -78,7 +78,12 @@ def test_build_loss_passes_every_setting():
         ge2e = build_loss(LossConfig(method=method, init_w=2.0, init_b=0.5, min_w=0.25, grad_scale=0.2))
         assert isinstance(ge2e, GE2ELoss) and ge2e.method == method and ge2e.min_w == 0.25
         assert (ge2e.w.item(), ge2e.b.item()) == (2.0, 0.5)
-        torch.testing.assert_close(ge2e(e), GE2ELoss(2.0, 0.5, method)(e))
+        ge2e(e).backward()
+        plain = GE2ELoss(2.0, 0.5, method, grad_scale=1.0)
+        plain(e).backward()
+        torch.testing.assert_close(ge2e.w.grad, 0.2 * plain.w.grad)  # same loss, the configured gradient scale
+        torch.testing.assert_close(ge2e.b.grad, 0.2 * plain.b.grad)
+        assert plain.w.grad.abs() > 0
 
 
 def test_bad_loss_settings_raise():

@@ -22,7 +22,7 @@ import torch
 
 from ge2e.config import DataConfig, InferenceConfig, ModelConfig, OptimConfig, SourceConfig, TrainConfig
 from ge2e.data.readers import read_corpus
-from ge2e.data.sampler import BatchDataset, SpeakerPool, fit_length, spec_mask
+from ge2e.data.sampler import BatchDataset, SpeakerPool, fit_length
 from ge2e.errors import ConfigError, Ge2eError
 from ge2e.loss import GE2ELoss, TE2ELoss
 from ge2e.model import SpeakerEncoder, preset
@@ -147,34 +147,6 @@ def test_short_utterances_are_joined_with_other_utterances_of_the_speaker() -> N
         runs = [values[0]] + [v for a, v in itertools.pairwise(values) if v != a]
         # every word appears at most once in a crop: all six are used before any repeats
         assert len(runs) == len(set(runs)) >= 5
-
-
-def test_spec_masks_zero_one_band_and_one_span() -> None:
-    rng = np.random.default_rng(0)
-    batch = rng.uniform(1.0, 2.0, size=(3, 4, 60, 40)).astype(np.float32)  # no zero before masking
-    spec_mask(batch, 8, 20, rng)
-    widths = set()
-    for crop in batch.reshape(-1, 60, 40) == 0.0:
-        bands = np.flatnonzero(crop.all(axis=0))  # mel bands zeroed over the whole crop
-        frames = np.flatnonzero(crop.all(axis=1))  # frames zeroed in every band
-        for run in (bands, frames):
-            assert run.size == 0 or np.all(np.diff(run) == 1)  # one contiguous block each
-        assert bands.size <= 8 and frames.size <= 20
-        np.testing.assert_array_equal(crop, crop.all(axis=0)[None, :] | crop.all(axis=1)[:, None])  # nothing else
-        widths.add((bands.size, frames.size))
-    assert len(widths) > 5  # widths are drawn, not fixed
-
-
-def test_spec_masks_leave_the_crops_alone() -> None:
-    pool = _pool([6, 6, 6], length=300)
-    plain = DataConfig(speakers_per_batch=3, utterances_per_speaker=4, min_frames=50, max_frames=60, num_workers=0)
-    masked = dataclasses.replace(plain, freq_mask=8, time_mask=20)
-    for step in range(5):
-        (a,) = BatchDataset([pool], plain, seed=0)[step]
-        (b,) = BatchDataset([pool], masked, seed=0)[step]
-        changed = a != b
-        assert changed.any()
-        np.testing.assert_array_equal(b[changed], 0.0)  # only masking differs
 
 
 # ------------------------------------------------------------------------------------------ training run

@@ -8,6 +8,7 @@ zero left-padding in "pad" mode, and the ``min_utterances`` filter.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import pytest
 import torch
 
 from ge2e.config import DataConfig, SourceConfig
-from ge2e.data.sampler import BatchDataset, SpeakerPool, crop
+from ge2e.data.sampler import BatchDataset, SpeakerPool, crop, random_span, spec_mask
 from ge2e.data.splits import data_root, resolve_speakers
 from ge2e.errors import ConfigError
 from synthetic import LabelledCache, make_cache
@@ -188,3 +189,42 @@ def test_concat_joins_different_utterances_before_repeating_any():
 def test_one_frame_crops_are_allowed():
     cfg = DataConfig(speakers_per_batch=2, utterances_per_speaker=2, min_frames=1, max_frames=1)
     assert BatchDataset([long_pool(2)], cfg, seed=0)[0][0].shape[2] == 1
+
+
+# ------------------------------------------------------------------------------------------ SpecAugment masks
+
+
+def test_spec_masks_zero_one_band_and_one_span():
+    rng = np.random.default_rng(0)
+    batch = rng.uniform(1.0, 2.0, size=(3, 4, 60, 40)).astype(np.float32)  # no zero before masking
+    spec_mask(batch, 8, 20, rng)
+    widths = set()
+    for zeros in batch.reshape(-1, 60, 40) == 0.0:
+        bands = np.flatnonzero(zeros.all(axis=0))  # mel bands zeroed over the whole crop
+        frames = np.flatnonzero(zeros.all(axis=1))  # frames zeroed in every band
+        for run in (bands, frames):
+            assert run.size == 0 or np.all(np.diff(run) == 1)  # one contiguous block each
+        assert bands.size <= 8 and frames.size <= 20
+        np.testing.assert_array_equal(zeros, zeros.all(axis=0)[None, :] | zeros.all(axis=1)[:, None])  # nothing else
+        widths.add((bands.size, frames.size))
+    assert len(widths) > 5  # widths are drawn, not fixed
+
+
+def test_spec_masks_leave_the_crops_alone():
+    pool = pool_of({f"s{k}": [300] * 6 for k in range(3)})
+    plain = DataConfig(speakers_per_batch=3, utterances_per_speaker=4, min_frames=50, max_frames=60, num_workers=0)
+    masked = dataclasses.replace(plain, freq_mask=8, time_mask=20)
+    for step in range(5):
+        (a,) = BatchDataset([pool], plain, seed=0)[step]
+        (b,) = BatchDataset([pool], masked, seed=0)[step]
+        changed = a != b
+        assert changed.any()
+        np.testing.assert_array_equal(b[changed], 0.0)  # only masking differs
+
+
+def test_random_span_draws_every_width_and_place():
+    rng = np.random.default_rng(1)
+    spans = {(s.start, s.stop) for s in (random_span(3, 5, rng) for _ in range(2_000))}
+    assert spans == {(a, a + w) for w in range(4) for a in range(5 - w + 1)}  # widths 0..3 anywhere in 0..5
+    capped = {(s.start, s.stop) for s in (random_span(9, 2, rng) for _ in range(500))}
+    assert capped == {(0, 0), (1, 1), (2, 2), (0, 1), (1, 2), (0, 2)}  # never wider than the axis
