@@ -1,5 +1,7 @@
 """Speaker encoder: shapes, norms, gradient scale on projections, windows, checkpoints."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,7 @@ TINY = ModelConfig(hidden_size=16, proj_size=8, num_layers=2)
 def test_presets():
     paper = preset("paper")
     assert (paper.num_layers, paper.hidden_size, paper.proj_size) == (3, 768, 256)
+    assert preset("fast") == dataclasses.replace(preset("small"), frame_stack=2)
     with pytest.raises(ValueError, match="unknown model preset"):
         preset("huge")
 

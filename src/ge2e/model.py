@@ -28,16 +28,20 @@ CHECKPOINT_VERSION = 1
 # "small" is sized for CPU training and inference: 3 x 256 cells and the paper's linear layer after the last frame
 # (the size of Resemblyzer's encoder), about 5x cheaper per training step than "paper" (benchmarks/presets.py,
 # benchmarks/train_step.py). Without a projection it also keeps PyTorch's oneDNN LSTM kernel on CPU.
+# "fast" is "small" reading two frames per LSTM step: half the sequential steps, so about twice the training steps
+# and embeddings per CPU-second, and the lowest dev EER after one CPU-hour of the encoders compared from scratch
+# (docs/encoder_choice.md): the bundled model's encoder.
 PRESETS: dict[str, ModelConfig] = {
     "paper": ModelConfig(hidden_size=768, proj_size=256, num_layers=3),
     "small": ModelConfig(hidden_size=256, proj_size=0, num_layers=3),
+    "fast": ModelConfig(hidden_size=256, proj_size=0, num_layers=3, frame_stack=2),
     # The paper's text-dependent (keyword) model: 3 x 128 cells, projection 64, trained on 80-frame segments.
     "keyword": ModelConfig(hidden_size=128, proj_size=64, num_layers=3),
 }
 
 
 def preset(name: str) -> ModelConfig:
-    """A copy of a named model preset (``"paper"``, ``"small"`` or ``"keyword"``)."""
+    """A copy of a named model preset (``"paper"``, ``"small"``, ``"fast"`` or ``"keyword"``)."""
     if name not in PRESETS:
         raise ValueError(f"unknown model preset {name!r}; choose from {', '.join(PRESETS)}")
     return dataclasses.replace(PRESETS[name])
