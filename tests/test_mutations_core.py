@@ -5,6 +5,7 @@ that name the argument at fault."""
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 import pytest
@@ -294,6 +295,8 @@ def test_metric_input_errors_say_what_is_wrong():
         eer(np.zeros((2, 2)), [0, 1, 0, 1])
     with pytest.raises(ValueError, match=r"^scores contain 2 NaN or infinite value\(s\)$"):
         eer([0.1, np.nan, np.inf, 0.3], [0, 1, 0, 1])
+    with pytest.raises(ValueError, match=r"^scores contain 3 NaN or infinite value\(s\)$"):
+        eer([0.1, np.nan, np.inf, -np.inf], [0, 1, 0, 1])
     with pytest.raises(ValueError, match=r"^labels must be 0 \(non-target\) or 1 \(target\)$"):
         eer([0.1, 0.2], [0, 2])
     for far in (0.0, 1.0, -0.5, 1.5):
@@ -308,6 +311,10 @@ def test_det_points_between_adjacent_floats():
     p_fa, p_miss, thresholds = det_curve([low, high], [0, 1])
     assert thresholds.tolist() == [low, high, float(np.nextafter(high, np.inf))]
     assert (p_fa.tolist(), p_miss.tolist()) == ([1.0, 0.0, 0.0], [0.0, 0.0, 1.0])
+    # float32 scores one float32 apart: in float64 the EER threshold lies between them, not on either
+    pair = np.array([1.0, np.nextafter(np.float32(1.0), np.float32(2.0))], dtype=np.float32)
+    assert det_curve(pair, [0, 1])[2].dtype == np.float64
+    assert eer(pair, [0, 1]) == (0.0, 1.0 + 2.0**-24)
 
 
 def test_check_batch_names_the_shape():
@@ -317,10 +324,31 @@ def test_check_batch_names_the_shape():
 
 def test_peak_level_and_empty_or_silent_audio():
     assert peak_dbfs(np.array([0.25, -0.5], dtype=np.float32)) == pytest.approx(20 * np.log10(0.5), abs=1e-12)
-    assert peak_dbfs(np.zeros(0, dtype=np.float32)) == float("-inf")
-    assert peak_dbfs(np.zeros(8, dtype=np.float32)) == float("-inf")
-    for method in ("peak", "loudness"):
-        assert normalize_volume(np.zeros(0, dtype=np.float32), method).shape == (0,)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # silence is -inf without numpy's divide-by-zero warning from log10(0)
+        assert peak_dbfs(np.zeros(0, dtype=np.float32)) == float("-inf")
+        assert peak_dbfs(np.zeros(8, dtype=np.float32)) == float("-inf")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "mean of empty slice" from an empty input
+        for method in ("peak", "loudness"):
+            assert normalize_volume(np.zeros(0, dtype=np.float32), method).shape == (0,)
+
+
+def test_normalize_volume_returns_float32_and_defaults_to_loudness_at_minus_30_dbfs():
+    wav = 0.1 * np.sin(np.linspace(0.0, 60.0, 4_000))  # float64 samples
+    for method in ("none", "peak", "loudness"):
+        assert normalize_volume(wav, method).dtype == np.float32
+    assert normalize_volume(np.zeros(5), "peak").dtype == np.float32
+    default = normalize_volume(wav)
+    np.testing.assert_array_equal(default, normalize_volume(wav, "loudness", -30.0))
+    assert 20 * np.log10(np.sqrt(np.mean(default.astype(np.float64) ** 2))) == pytest.approx(-30.0, abs=1e-4)
+
+
+def test_loudness_of_samples_whose_squares_overflow_float32():
+    wav = np.array([3e20, -4e20, 1e20, -2e20], dtype=np.float32)  # finite, squares beyond float32's 3.4e38
+    out = normalize_volume(wav, "loudness", -30.0)
+    rms = np.sqrt(np.mean(out.astype(np.float64) ** 2))
+    assert 20 * np.log10(rms) == pytest.approx(-30.0, abs=1e-4)
 
 
 def test_cosine_scores_errors_name_the_side():
