@@ -189,6 +189,14 @@ def kmeans(embeddings: np.ndarray, min_speakers: int, max_speakers: int) -> np.n
     return best[1] if best is not None else np.zeros(n, dtype=int)
 
 
+@functools.lru_cache(maxsize=1024)
+def _partition(data: bytes, shape: tuple[int, int], k: int, window_overlap: int) -> tuple[int, ...]:
+    """NME-SC's partition into ``k`` clusters, remembered: it does not depend on the ``centroid`` settings, which
+    dev tuning tries many of on the same recordings."""
+    embeddings = np.frombuffer(data, dtype=np.float64).reshape(shape)
+    return tuple(spectral(embeddings, k, k, True, window_overlap=window_overlap).tolist())
+
+
 def centroid_count(
     embeddings: np.ndarray,
     min_speakers: int,
@@ -206,8 +214,9 @@ def centroid_count(
     two leaves two alike halves, and a spurious cluster of a few odd points is light.
     """
     unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    data = np.ascontiguousarray(embeddings, dtype=np.float64)
     for k in range(max_speakers, max(min_speakers, 2) - 1, -1):
-        labels = spectral(embeddings, k, k, True, window_overlap=window_overlap)
+        labels = np.asarray(_partition(data.tobytes(), data.shape, k, window_overlap))
         ids = np.unique(labels)
         centres = np.stack([(weights[labels == c, None] * unit[labels == c]).sum(axis=0) for c in ids])
         centres /= np.linalg.norm(centres, axis=1, keepdims=True)
