@@ -256,6 +256,15 @@ def test_the_speaker_count_is_estimated_over_segments(method: str) -> None:
         assert der(ref, {"c": turns}).der < 0.02, (method, speakers)
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_two_or_three_points_are_clustered_by_every_method(method: str) -> None:
+    x, _ = clusters([1, 1, 1])
+    for n in (2, 3):
+        for lo, hi in ((2, 2), (2, n), (1, n)):
+            labels = cluster(x[:n], lo, hi, method, tuning=SYNTHETIC, weights=np.full(n, 5.0))
+            assert labels.shape == (n,) and lo <= len(set(labels.tolist())) <= hi
+
+
 def test_segments_keep_the_speaker_options() -> None:
     speech, _ = conversation_turns(2, 0, spread=1.5)
     for k in (1, 2, 3, 5):
@@ -265,6 +274,8 @@ def test_segments_keep_the_speaker_options() -> None:
     # more speakers asked for than there are segments: the windows are clustered instead
     short, _ = synthetic_speech([(0, 300), (350, 650)], lambda f: int(f >= 350))
     assert len({t.speaker for t in diarize_speech(short, num_speakers=4, tuning=SYNTHETIC)}) == 4
+    for method in METHODS:  # two segments, two speakers
+        assert len({t.speaker for t in diarize_speech(short, num_speakers=2, method=method, tuning=SYNTHETIC)}) == 2
 
 
 def test_speaker_range_rejects_contradictions() -> None:

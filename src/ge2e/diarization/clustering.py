@@ -39,6 +39,7 @@ AUTOTUNE_P_MIN = 0.40
 AUTOTUNE_P_MAX = 0.95
 AUTOTUNE_STEP = 0.05
 SEED = 0
+SPECTRAL_MIN_POINTS = 4  # fewer points than this: no spectral clustering
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,10 @@ def spectral(
     if min_speakers == 1 and n <= window_overlap + 1:
         # too few windows for the one-vs-many test (< about 3 s of speech): one speaker unless told otherwise
         return np.zeros(n, dtype=int)
+    if n < SPECTRAL_MIN_POINTS and min_speakers > 1:
+        # spectralcluster's auto-tune fails on so few points (a recording of two speech segments): the fewest
+        # speakers allowed, by average-linkage clustering
+        return agglomerative(embeddings, min_speakers, min_speakers, 0.0)
     if autotune:
         options = {
             "refinement_options": RefinementOptions(
