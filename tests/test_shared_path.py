@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from ge2e import audio
+from ge2e import audio, decoding
 from ge2e.api import embed_utterance, verify
 from ge2e.audio import load_audio, load_speech, preprocess, speech_regions
 from ge2e.cli import main
@@ -211,7 +211,7 @@ def test_m4a_without_ffmpeg_is_one_clear_line(
 ) -> None:
     m4a = tmp_path / "voxceleb2.m4a"
     m4a.write_bytes(b"\x00\x00\x00\x18ftypM4A " + bytes(200))
-    monkeypatch.setattr(audio.shutil, "which", lambda _: None)
+    monkeypatch.setattr(decoding.shutil, "which", lambda _: None)
     clip = next(iter(libri.values()))[0]
     status, _, err = run(capsys, "verify", "--enroll", clip, "--test", m4a)
     assert status == 1

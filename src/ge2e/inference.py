@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ge2e.audio import Source, is_array_item, preprocess
+from ge2e.audio import preprocess
 from ge2e.config import AudioConfig, InferenceConfig
+from ge2e.decoding import Source, is_array_item
 from ge2e.errors import AudioError, Ge2eError
 
 logger = logging.getLogger(__name__)
