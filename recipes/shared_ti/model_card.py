@@ -180,6 +180,8 @@ def render(
     arch = f"LSTM {m['num_layers']} x {m['hidden_size']}" + (
         f" with projection {m['proj_size']}" if m["proj_size"] else f", linear {m['hidden_size']}"
     )
+    if m.get("frame_stack", 1) > 1:
+        arch += f", {m['frame_stack']} stacked frames per LSTM step"
     hours = f"{t['train_seconds'] / 3600:.1f} h ({t['seconds_per_step']:.2f} s/step)" if "train_seconds" in t else "-"
     total = compute(t)
     warm = (
