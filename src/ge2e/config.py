@@ -68,6 +68,11 @@ class ModelConfig:
         if self.frame_stack < 1:
             raise ConfigError(f"model.frame_stack must be at least 1, got {self.frame_stack}")
 
+    @property
+    def input_size(self) -> int:
+        """Features the first LSTM layer reads per step: ``frame_stack`` frames of ``n_mels`` bands."""
+        return self.n_mels * self.frame_stack
+
 
 @dataclass
 class InferenceConfig:

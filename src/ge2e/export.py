@@ -108,7 +108,7 @@ def fold_projection(model: SpeakerEncoder) -> InferenceEncoder:
             copy.deepcopy(model.lstm), copy.deepcopy(model.linear), c, model.audio, model.inference
         ).eval()
     src = dict(model.lstm.named_parameters())
-    lstm = nn.LSTM(c.n_mels * c.frame_stack, c.hidden_size, c.num_layers, batch_first=True)
+    lstm = nn.LSTM(c.input_size, c.hidden_size, c.num_layers, batch_first=True)
     with torch.no_grad():
         for layer in range(c.num_layers):
             w_ih = src[f"weight_ih_l{layer}"]

@@ -72,9 +72,7 @@ class SpeakerEncoder(nn.Module, EmbedMethods):
         c = self.config
         if c.n_mels != self.audio.n_mels:
             raise ValueError(f"model expects {c.n_mels} mel bands but the audio config gives {self.audio.n_mels}")
-        self.lstm = nn.LSTM(
-            c.n_mels * c.frame_stack, c.hidden_size, c.num_layers, batch_first=True, proj_size=c.proj_size
-        )
+        self.lstm = nn.LSTM(c.input_size, c.hidden_size, c.num_layers, batch_first=True, proj_size=c.proj_size)
         # Without a projection, the paper puts a linear layer after the LSTM.
         self.linear = nn.Linear(c.hidden_size, c.hidden_size) if c.proj_size == 0 else None
         self._scale_projection_gradients(c.proj_grad_scale)
