@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_curve
 
-from ge2e.metrics import det_curve, eer, error_rates, min_dcf
+from ge2e.metrics import bootstrap_eer_differences, det_curve, eer, error_rates, min_dcf
 
 # Non-targets 0.1, 0.4, 0.6; targets 0.3, 0.7, 0.8, 0.9. Operating points (accept score >= u):
 #   u=0.1: miss 0, fa 1 | u=0.3: 0, 2/3 | u=0.4: 1/4, 2/3 | u=0.6: 1/4, 1/3 | u=0.7: 1/4, 0 | ...
@@ -169,3 +169,35 @@ def test_plots_write_png_atomically(tmp_path) -> None:
     for path in (det_path, hist_path):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["det.png", "hist.png"]  # no temp files left
+
+
+def _two_systems(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels, a weak system's scores and a strong system's scores on the same trials."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    return labels, labels + rng.normal(0, 1.5, n), labels + rng.normal(0, 0.5, n)
+
+
+def test_bootstrap_differences_are_paired_and_centred_on_the_difference() -> None:
+    labels, weak, strong = _two_systems()
+    same = bootstrap_eer_differences(weak, weak, labels, resamples=200)
+    assert same.shape == (200,) and np.all(same == 0.0)  # a system against itself: every resample is 0
+    diffs = bootstrap_eer_differences(weak, strong, labels, resamples=300)
+    point = eer(strong, labels)[0] - eer(weak, labels)[0]
+    assert point < -0.1 and np.all(diffs < 0)  # the strong system wins on every resample
+    assert abs(np.median(diffs) - point) < 0.02
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    assert lo < point < hi and hi - lo > 0.01
+
+
+def test_bootstrap_resamples_whole_groups() -> None:
+    labels, weak, strong = _two_systems(n=300)
+    groups = np.repeat([0, 1, 2], 100)
+    by_group = bootstrap_eer_differences(weak, strong, labels, groups=groups, resamples=300)
+    # three groups drawn three times with replacement: at most 10 distinct multisets, hence EER differences
+    assert len(np.unique(by_group.round(12))) <= 10
+    by_trial = bootstrap_eer_differences(weak, strong, labels, resamples=300)
+    assert len(np.unique(by_trial.round(12))) > 50
+    # one group per trial is the trial bootstrap, draw for draw
+    singletons = bootstrap_eer_differences(weak, strong, labels, groups=np.arange(300), resamples=300)
+    assert np.array_equal(singletons, by_trial)

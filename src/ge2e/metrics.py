@@ -177,3 +177,43 @@ def error_rates(scores: ArrayLike, labels: ArrayLike, threshold: float) -> tuple
     s, is_target = _validate(scores, labels)
     accepted = s >= threshold
     return float(np.mean(accepted[~is_target])), float(np.mean(~accepted[is_target]))
+
+
+def bootstrap_eer_differences(
+    scores_a: ArrayLike,
+    scores_b: ArrayLike,
+    labels: ArrayLike,
+    groups: ArrayLike | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> FloatArray:
+    """EER(b) - EER(a) of two systems scored on the same trials, on paired bootstrap resamples of the trials.
+
+    Take percentiles of the result for a confidence interval of the difference (a paired interval is much
+    narrower than the two systems' separate intervals, since both see the same hard trials). With ``groups``
+    (e.g. each trial's enrolment speaker), whole groups are resampled instead of single trials: trials that share
+    a speaker are not independent, and resampling them one by one makes intervals too narrow.
+
+    Args:
+        scores_a, scores_b: ``(n,)`` scores of the two systems on the same trials.
+        labels: ``(n,)`` 1 = target, 0 = non-target.
+        groups: ``(n,)`` optional group key of each trial.
+        resamples: number of bootstrap resamples; those left with one class only are dropped.
+
+    Returns:
+        ``(k,)`` differences, ``k <= resamples``.
+    """
+    a, y = _validate(scores_a, labels)
+    b, _ = _validate(scores_b, labels)
+    keys = np.arange(len(y)) if groups is None else np.asarray(groups)
+    if keys.shape != y.shape:
+        raise ValueError(f"groups has shape {keys.shape}, the trials {y.shape}")
+    _, inverse = np.unique(keys, return_inverse=True)
+    members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1])
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(resamples):
+        idx = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        if 0 < y[idx].sum() < len(idx):
+            out.append(eer(b[idx], y[idx])[0] - eer(a[idx], y[idx])[0])
+    return np.asarray(out, dtype=np.float64)
