@@ -30,14 +30,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ge2e.config import AudioConfig, InferenceConfig, ModelConfig
 from ge2e.errors import CheckpointError, Ge2eError
 from ge2e.files import atomic_write_path
 from ge2e.inference import EmbedMethods
-from ge2e.model import SpeakerEncoder, stack_frames
+from ge2e.model import SpeakerEncoder, last_frame_dvector
 
 Format = Literal["onnx", "torchscript"]
 FORMATS: tuple[Format, ...] = ("onnx", "torchscript")
@@ -87,11 +86,7 @@ class InferenceEncoder(nn.Module, EmbedMethods):
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """``(B, T, n_mels)`` frames -> ``(B, D)`` L2-normalised d-vectors of the last frame."""
-        out, _ = self.lstm(stack_frames(frames, self.config.frame_stack))
-        last = out[:, -1]
-        if self.head is not None:
-            last = self.head(last)
-        return F.normalize(last, dim=-1)
+        return last_frame_dvector(self.lstm, self.head, frames, self.config.frame_stack)
 
 
 def fold_projection(model: SpeakerEncoder) -> InferenceEncoder:

@@ -107,11 +107,7 @@ class SpeakerEncoder(nn.Module, EmbedMethods):
         Returns:
             ``(B, D)`` L2-normalised output of the last frame.
         """
-        out, _ = self.lstm(stack_frames(frames, self.config.frame_stack))
-        last = out[:, -1]
-        if self.linear is not None:
-            last = self.linear(last)
-        return F.normalize(last, dim=-1)
+        return last_frame_dvector(self.lstm, self.linear, frames, self.config.frame_stack)
 
     @property
     def device(self) -> torch.device:
@@ -169,6 +165,18 @@ def stack_frames(frames: torch.Tensor, k: int) -> torch.Tensor:
         return frames
     batch, length, bands = frames.shape
     return frames[:, length % k :].reshape(batch, -1, k * bands)
+
+
+def last_frame_dvector(lstm: nn.LSTM, head: nn.Module | None, frames: torch.Tensor, frame_stack: int) -> torch.Tensor:
+    """``(B, T, n_mels)`` frames -> ``(B, D)``: the L2-normalised last-frame output of ``lstm`` (and ``head``).
+
+    The one definition of the d-vector, shared by the training encoder and its export-friendly twin.
+    """
+    out, _ = lstm(stack_frames(frames, frame_stack))
+    last = out[:, -1]
+    if head is not None:
+        last = head(last)
+    return F.normalize(last, dim=-1)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
