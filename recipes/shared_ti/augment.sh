@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Augmentation A/Bs on the bundled model's run (issue 11): every arm resumes the SAME training state of the v3 run
-# (weights, Adam moments, learning-rate schedule, RNG: BRANCH, default exp/branch/v3_step8050.pt) and trains the
-# same number of steps with the recipe of conf/small.yaml; only the training data differ. `control` is the v3 run
-# continued unchanged. Then: python recipes/shared_ti/augment_ab.py (dev lists, paired bootstrap, docs page).
+# (weights, Adam moments, learning-rate schedule, RNG, and its metrics.csv history: BRANCH, a copy of the run folder
+# taken at step 8050, default exp/branch/v3_8050) and trains the same number of steps with the recipe of
+# conf/small.yaml; only the training data differ. `control` is the v3 run continued unchanged. Then: python recipes/shared_ti/augment_ab.py (dev lists, paired bootstrap, docs page).
 #   bash recipes/shared_ti/augment.sh ARM       (ARM: control | telephone | specaug | noise_reverb; two at once at most)
 # The telephone and noise_reverb arms read caches holding each training file's original AND its augmented copies
 # (built first; resumable); wuw2 is telephone speech already and keeps only its originals. noise_reverb leaves out
@@ -10,7 +10,7 @@
 set -euo pipefail
 arm=$1
 data=${GE2E_DATA:-../shared/data}
-branch=${BRANCH:-exp/branch/v3_step8050.pt}
+branch=${BRANCH:-exp/branch/v3_8050}
 steps=${STEPS:-1200}
 out=exp/aug_$arm
 splits="[LibriSpeech.train, DSPSpeech-20.train, speechocean762.train, wuw2.train, speech_commands_v0.02_test.train]"
@@ -39,7 +39,8 @@ case $arm in
   *) echo "augment.sh: unknown arm $arm (control | telephone | specaug | noise_reverb)" >&2; exit 2 ;;
 esac
 mkdir -p "$out"
-[ -f "$out/last.pt" ] || cp "$branch" "$out/last.pt"  # a later call resumes the arm where it stopped
-start=$(python -c "import torch; print(torch.load('$branch', weights_only=False, map_location='cpu')['step'])")
+# a fork of the run: its state and its history (the model card counts the compute behind the weights from it)
+[ -f "$out/last.pt" ] || cp "$branch/last.pt" "$branch/metrics.csv" "$out/"  # a later call resumes where it stopped
+start=$(python -c "import torch; print(torch.load('$branch/last.pt', weights_only=False, map_location='cpu')['step'])")
 ge2e train recipes/shared_ti/conf/small.yaml --no-progress --set "out_dir=$out" "steps=$((start + steps))" \
   "${set_data[@]}"

@@ -48,7 +48,7 @@ WHAT = {
 }
 
 
-def score_arm(run: Path, data: Path, cache: str, speaker_of: Callable[[str], str]) -> dict[str, Any]:
+def score_arm(run: Path, data: Path, cache: str, speaker_of: Callable[[str], str], branch_step: int) -> dict[str, Any]:
     """Per-trial dev scores of a run's last weights, its periodic validation curve since the branch, its step."""
     model = encoder_from_last(run)
     store = EmbeddingStore(None, model_fingerprint(model))
@@ -65,7 +65,7 @@ def score_arm(run: Path, data: Path, cache: str, speaker_of: Callable[[str], str
         }
         print(f"{run.name} {name}: EER {100 * report['eer']:.2f}% ({report['n_trials']} trials)")
     steps, _, val = curve(run)
-    keep = ~np.isnan(val)
+    keep = ~np.isnan(val) & (steps > branch_step)
     return {"run": run.name, "step": int(model.meta["step"]), "lists": lists,
             "curve": {"steps": steps[keep].tolist(), "val_eer": np.round(val[keep], 5).tolist()}}  # fmt: skip
 
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         def speaker_of(path: str) -> str:  # a file the cache lacks (its VAD found too little) was read from audio
             return known.get(os.path.realpath(path)) or Path(path).parent.name
 
-        scored = [score_arm(run, Path(args.data), args.cache, speaker_of) for run in args.runs]
+        scored = [score_arm(run, Path(args.data), args.cache, speaker_of, args.branch_step) for run in args.runs]
         if len({s["step"] for s in scored}) > 1:
             return print(f"the arms stopped at different steps: {[s['step'] for s in scored]}", file=sys.stderr) or 1
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
