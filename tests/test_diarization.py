@@ -143,7 +143,7 @@ def test_speaker_count_is_estimated_from_well_separated_clusters(method: str) ->
         assert all(len(set(labels[truth == t].tolist())) == 1 for t in range(len(sizes)))
 
 
-@pytest.mark.parametrize("method", ["nme-sc", "eigengap", "ahc", "centroid"])
+@pytest.mark.parametrize("method", ["nme-sc", "eigengap", "ahc", "centroid", "silhouette"])
 def test_a_single_speaker_is_found(method: str) -> None:
     x, _ = clusters([60])
     assert set(cluster(x, 1, 8, method, tuning=SYNTHETIC).tolist()) == {0}
@@ -165,6 +165,24 @@ def test_centroid_count_ignores_a_speaker_who_says_too_little() -> None:
         assert all(len(set(labels[truth == t].tolist())) == 1 for t in range(3))
     # two speakers whose centroids are more alike than the cosine allowed are one
     assert set(cluster(x[:60], 1, 8, "centroid", tuning=Tuning(centroid_max_cos=-1.0)).tolist()) == {0}
+
+
+def test_silhouette_count_ignores_a_speaker_who_says_too_little_and_rewards_more_speakers() -> None:
+    x, truth = clusters([30, 30, 8], seed=3)
+    weights = np.full(len(x), 0.4)  # the third voice stands for 3.2 s
+    for least, speakers in ((0.0, 3), (3.0, 3), (4.0, 2)):
+        labels = cluster(x, 1, 8, "silhouette", tuning=Tuning(silhouette_min_s=least), weights=weights)
+        assert len(set(labels.tolist())) == speakers, least
+        assert all(len(set(labels[truth == t].tolist())) == 1 for t in range(3))
+    # a bonus per speaker outweighing any silhouette splits the speakers as far as the range allows
+    labels = cluster(x, 2, 6, "silhouette", tuning=Tuning(silhouette_bonus=5.0, silhouette_min_s=0.0), weights=weights)
+    assert len(set(labels.tolist())) == 6
+    # the silhouette is averaged over seconds of speech: a third voice in segments of 10 ms barely sways it
+    x, truth = clusters([30, 30, 8], seed=2)
+    plain = Tuning(silhouette_bonus=0.0, silhouette_min_s=0.0)
+    for third_s, speakers in ((0.01, 2), (1.0, 3)):
+        labels = cluster(x, 1, 8, "silhouette", tuning=plain, weights=np.where(truth == 2, third_s, 1.0))
+        assert len(set(labels.tolist())) == speakers, third_s
 
 
 def test_tuned_settings_come_from_dev_and_name_a_method() -> None:
@@ -233,7 +251,7 @@ def conversation_turns(speakers: int, seed: int, spread: float) -> tuple[SpeechW
     return speech, {"c": ref}
 
 
-@pytest.mark.parametrize("method", ["nme-sc", "ahc", "kmeans", "centroid"])
+@pytest.mark.parametrize("method", ["nme-sc", "ahc", "kmeans", "centroid", "silhouette"])
 def test_segments_find_the_turns_that_single_windows_confuse(method: str) -> None:
     windows_der = []
     for speakers, seed in ((2, 0), (3, 1), (4, 2)):
@@ -246,7 +264,7 @@ def test_segments_find_the_turns_that_single_windows_confuse(method: str) -> Non
     assert np.mean(windows_der) > 0.05
 
 
-@pytest.mark.parametrize("method", ["nme-sc", "kmeans", "centroid"])
+@pytest.mark.parametrize("method", ["nme-sc", "kmeans", "centroid", "silhouette"])
 def test_the_speaker_count_is_estimated_over_segments(method: str) -> None:
     tuning = Tuning(centroid_max_cos=0.6)  # below the 0.71 of a cluster that mixes two speakers
     for speakers, seed in ((2, 0), (3, 1), (4, 2)):

@@ -7,9 +7,10 @@
 2. Embeds every conversation once per model (VAD + 1.6 s d-vector windows every 0.4 s), cached under
    ``exp/diarization/cache/<model fingerprint>/``; Resemblyzer's d-vectors of the same windows are cached too.
 3. On dev only, for each clustering level (speech segments, windows): the ``ahc`` threshold, the ``eigengap``
-   percentile and the ``centroid`` cosine and minimum speech per speaker (the last on segments only; windows
-   reuse them) that give the lowest DER (0.25 s collar); then the method and level with the lowest DER become
-   the default. Written to ``src/ge2e/diarization/tuned.json``, which the pipeline reads.
+   percentile, the ``centroid`` cosine and minimum speech per speaker and the ``silhouette`` bonus and minimum
+   speech per speaker (the last two methods on segments only; windows reuse them) that give the lowest DER
+   (0.25 s collar); then the method and level with the lowest DER become the default. Written to
+   ``src/ge2e/diarization/tuned.json``, which the pipeline reads.
 4. On test: every method and level with the tuned settings, for the model and for Resemblyzer's d-vectors
    (its default level only); count accuracy,
    DER with missed / false alarm / confusion for 2-4 and 5-8 speakers, real-time factor and load average; the
@@ -49,6 +50,7 @@ AHC_THRESHOLDS = np.round(np.arange(0.05, 1.201, 0.025), 3)
 EIGENGAP_PS = np.round(np.arange(0.80, 0.991, 0.01), 2)
 CENTROID_COSINES = np.round(np.arange(0.50, 0.951, 0.025), 3)
 MIN_SPEAKER_SECONDS = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0)
+SILHOUETTE_BONUSES = np.round(np.arange(0.0, 0.401, 0.025), 3)
 LEVELS = {"segments": True, "windows": False}
 COLLAR = 0.25
 TARGET_COUNT_ACCURACY, TARGET_DER = 0.80, 0.15  # issue 15, 2-4 speakers
@@ -172,8 +174,8 @@ def grouped(refs: dict, hyps: dict) -> dict:
 
 
 def tune(speeches: dict, refs: dict) -> tuple[Tuning, dict, dict[str, Tuning]]:
-    """Dev: per level the best ``ahc`` threshold, ``eigengap`` percentile and ``centroid`` settings, then the best
-    method and level -> (tuning, comparison, {level: its tuning})."""
+    """Dev: per level the best ``ahc`` threshold, ``eigengap`` percentile, ``centroid`` and ``silhouette`` settings,
+    then the best method and level -> (tuning, comparison, {level: its tuning})."""
 
     def dev_der(method: str, tuning: Tuning) -> float:
         return der(refs, run(speeches, method, tuning)[0], COLLAR).der
@@ -192,9 +194,12 @@ def tune(speeches: dict, refs: dict) -> tuple[Tuning, dict, dict[str, Tuning]]:
             tuning = best("centroid", tuning, "centroid_max_cos", CENTROID_COSINES)
             tuning = best("centroid", tuning, "min_speaker_s", MIN_SPEAKER_SECONDS)
             tuning = best("centroid", tuning, "centroid_max_cos", CENTROID_COSINES)
+            tuning = best("silhouette", tuning, "silhouette_bonus", SILHOUETTE_BONUSES)
+            tuning = best("silhouette", tuning, "silhouette_min_s", MIN_SPEAKER_SECONDS)
+            tuning = best("silhouette", tuning, "silhouette_bonus", SILHOUETTE_BONUSES)
         else:
-            segments = levels["segments"]
-            tuning = replace(tuning, centroid_max_cos=segments.centroid_max_cos, min_speaker_s=segments.min_speaker_s)
+            fields = ("centroid_max_cos", "min_speaker_s", "silhouette_bonus", "silhouette_min_s")
+            tuning = replace(tuning, **{f: getattr(levels["segments"], f) for f in fields})
         levels[level] = tuning
         print(f"dev {level}: {tuning}", flush=True)
     comparison = {
@@ -257,7 +262,8 @@ def markdown(results: dict) -> str:
     model, tuning, load = results["model"], results["tuning"]["model"], results["load_average"]
     others = "".join(
         f" ({name}'s d-vectors: threshold {t['ahc_threshold']}, percentile {t['eigengap_p']}, centroid cosine "
-        f"{t['centroid_max_cos']} and {t['min_speaker_s']:g} s, on {'segments' if t['segments'] else 'windows'})"
+        f"{t['centroid_max_cos']} and {t['min_speaker_s']:g} s, silhouette bonus {t['silhouette_bonus']} and "
+        f"{t['silhouette_min_s']:g} s, on {'segments' if t['segments'] else 'windows'})"
         for name, t in results["tuning"].items()
         if name != "model"
     )
@@ -282,7 +288,9 @@ def markdown(results: dict) -> str:
             "",
             f"**Dev** (tuning; for the model on {level} the chosen `ahc` threshold is {tuning['ahc_threshold']}, "
             f"the `eigengap` percentile {tuning['eigengap_p']}, the `centroid` cosine {tuning['centroid_max_cos']} "
-            f"with at least {tuning['min_speaker_s']:g} s per speaker (on windows: threshold "
+            f"with at least {tuning['min_speaker_s']:g} s per speaker, the `silhouette` bonus "
+            f"{tuning['silhouette_bonus']} per ln(speakers) with at least {tuning['silhouette_min_s']:g} s per speaker "
+            "(on windows: threshold "
             f"{windows_t['ahc_threshold']}, percentile {windows_t['eigengap_p']}){others}; the default is "
             f"**{tuning['method']} on {level}**, the lowest dev DER with the model's d-vectors):",
             "",

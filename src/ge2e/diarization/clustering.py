@@ -1,4 +1,4 @@
-"""Clustering d-vectors into speakers, four ways of counting them (compared on dev by
+"""Clustering d-vectors into speakers, six ways of counting them (compared on dev by
 ``recipes/diarization/tune.py``, which also picks the default):
 
 - ``nme-sc``: spectralcluster's auto-tuned spectral clustering (Park et al. 2019: binarised p-percentile
@@ -9,13 +9,16 @@
 - ``kmeans``: cosine k-means, count by the best silhouette;
 - ``centroid``: NME-SC's partition for each number of speakers k; the count is the largest k whose speakers are
   all told apart (every pair of speaker centroids, duration-weighted, below a cosine tuned on dev) and each
-  speak long enough (at least ``min_speaker_s``).
+  speak long enough (at least ``min_speaker_s``);
+- ``silhouette``: NME-SC's partition for each number of speakers k whose speakers all speak at least
+  ``silhouette_min_s``; the count is the k with the best duration-weighted cosine silhouette plus
+  ``silhouette_bonus`` times ln k.
 
 The points clustered are either the window d-vectors or, by default, speech segments (``Tuning.segments``,
 see :func:`ge2e.diarization.pipeline.speech_segments`).
 
-The numbers tuned on dev (``eigengap`` p, ``ahc`` threshold, ``centroid`` cosine and minimum, segments or
-windows, the default method) live in ``tuned.json`` beside
+The numbers tuned on dev (``eigengap`` p, ``ahc`` threshold, ``centroid`` cosine and minimum, ``silhouette``
+bonus and minimum, segments or windows, the default method) live in ``tuned.json`` beside
 this module, with the model and split they were tuned on; ``tune.py`` rewrites it.
 """
 
@@ -32,7 +35,7 @@ import numpy as np
 
 from ge2e.errors import Ge2eError
 
-METHODS: tuple[str, ...] = ("nme-sc", "eigengap", "ahc", "kmeans", "centroid")
+METHODS: tuple[str, ...] = ("nme-sc", "eigengap", "ahc", "kmeans", "centroid", "silhouette")
 TUNED_PATH = Path(__file__).with_name("tuned.json")
 # NME-SC's search range of the pruning percentile (Turn-to-Diarize's published AutoTune, Xia et al. 2022)
 AUTOTUNE_P_MIN = 0.40
@@ -47,13 +50,16 @@ class Tuning:
     """What dev tuning chose. Attributes: the default ``method``, the ``eigengap`` method's fixed percentile
     ``eigengap_p``, the ``ahc`` cosine-distance ``ahc_threshold``, the ``centroid`` method's largest cosine
     between two speakers' centroids ``centroid_max_cos`` and least speech per speaker ``min_speaker_s``
-    (seconds), and whether speech ``segments`` rather than windows are clustered."""
+    (seconds), the ``silhouette`` method's bonus per ln(speakers) ``silhouette_bonus`` and least speech per
+    speaker ``silhouette_min_s`` (seconds), and whether speech ``segments`` rather than windows are clustered."""
 
     method: str = "nme-sc"
     eigengap_p: float = 0.95
     ahc_threshold: float = 0.5
     centroid_max_cos: float = 0.8
     min_speaker_s: float = 3.0
+    silhouette_bonus: float = 0.2
+    silhouette_min_s: float = 5.0
     segments: bool = True
 
 
@@ -232,6 +238,52 @@ def centroid_count(
     return np.zeros(len(embeddings), dtype=int)
 
 
+def silhouette_count(
+    embeddings: np.ndarray,
+    min_speakers: int,
+    max_speakers: int,
+    weights: np.ndarray,
+    bonus: float,
+    min_weight: float,
+    window_overlap: int = 1,
+) -> np.ndarray:
+    """``(N, D)`` d-vectors -> ``(N,)`` labels: NME-SC's partition into the k clusters, within the range, that
+    maximises the ``weights``-weighted mean cosine silhouette plus ``bonus`` * ln k, among the k whose every
+    cluster weighs at least ``min_weight``; ``min_speakers`` clusters when no k qualifies.
+
+    The silhouette alone favours two clusters (with many speakers, the nearest other cluster of a point is close
+    at any k), hence the bonus per speaker; the weights make a 3 s segment count more than a 0.3 s one, and the
+    least weight keeps a few odd points from being a speaker. Silhouettes cannot say one speaker: when
+    ``min_speakers`` is 1, spectralcluster's one-vs-many test (see :func:`spectral`) decides that first.
+    """
+    from sklearn.metrics import silhouette_samples
+
+    n = len(embeddings)
+    data = np.ascontiguousarray(embeddings, dtype=np.float64)
+
+    def partition(k: int) -> np.ndarray:
+        return np.asarray(_partition(data.tobytes(), data.shape, k, window_overlap))
+
+    lo = max(min_speakers, 2)
+    if min_speakers == max_speakers:
+        return partition(lo)
+    if min_speakers == 1 and len(set(spectral(data, 1, max_speakers, True, window_overlap=window_overlap))) == 1:
+        return np.zeros(n, dtype=int)
+    best: tuple[float, np.ndarray] | None = None
+    for k in range(lo, min(max_speakers, n - 1) + 1):  # the silhouette needs 2 <= clusters < points
+        labels = partition(k)
+        ids = np.unique(labels)
+        if len(ids) != k or min(weights[labels == c].sum() for c in ids) < min_weight:
+            continue
+        silhouette = float(np.average(silhouette_samples(data, labels, metric="cosine"), weights=weights))
+        score = silhouette + bonus * np.log(k)
+        if best is None or score > best[0]:
+            best = (score, labels)
+    if best is not None:
+        return best[1]
+    return partition(lo) if min_speakers > 1 else np.zeros(n, dtype=int)
+
+
 def cluster(
     embeddings: np.ndarray,
     min_speakers: int,
@@ -244,7 +296,7 @@ def cluster(
     """Speaker label per d-vector ``(N, D)`` -> ``(N,)`` int, with ``min_speakers <= max_speakers <= N``.
 
     ``method`` (one of :data:`METHODS`) and ``tuning`` default to :func:`tuned`'s. ``weights``: ``(N,)`` seconds
-    of speech each d-vector stands for (``centroid`` only; default 0.4 s each, the window step).
+    of speech each d-vector stands for (``centroid`` and ``silhouette``; default 0.4 s each, the window step).
     """
     tuning = tuning or tuned()
     method = method or tuning.method
@@ -259,8 +311,18 @@ def cluster(
         return agglomerative(embeddings, min_speakers, max_speakers, tuning.ahc_threshold)
     if method == "kmeans":
         return kmeans(embeddings, min_speakers, max_speakers)
+    weights = np.full(n, 0.4) if weights is None else np.asarray(weights, dtype=np.float64)
+    if method == "silhouette":
+        return silhouette_count(
+            embeddings,
+            min_speakers,
+            max_speakers,
+            weights,
+            tuning.silhouette_bonus,
+            tuning.silhouette_min_s,
+            window_overlap,
+        )
     if method == "centroid":
-        weights = np.full(n, 0.4) if weights is None else np.asarray(weights, dtype=np.float64)
         return centroid_count(
             embeddings,
             min_speakers,

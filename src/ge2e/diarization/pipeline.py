@@ -356,8 +356,9 @@ def diarize(
         model: an :class:`~ge2e.inference.Encoder`; default: :func:`load_encoder` (the bundled model).
         num_speakers: the number of speakers when known; otherwise it is estimated within
             ``[min_speakers, max_speakers]`` (default 1 to 10).
-        method: how speakers are clustered and counted, one of ``nme-sc``, ``eigengap``, ``ahc``, ``kmeans``
-            (:mod:`ge2e.diarization.clustering`); default: the method chosen on dev (``tuned.json``).
+        method: how speakers are clustered and counted, one of ``nme-sc``, ``eigengap``, ``ahc``, ``kmeans``,
+            ``centroid``, ``silhouette`` (:mod:`ge2e.diarization.clustering`); default: the method chosen on dev
+            (``tuned.json``).
         cfg: windowing and the minimum turn duration (default 0.25 s).
 
     Raises:
