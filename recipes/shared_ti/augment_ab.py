@@ -4,7 +4,9 @@ the four official DEVELOPMENT trial lists and compares it with ``control`` trial
 EER difference, resampling enrolment speakers (not single trials: a speaker's trials are not independent).
 Writes benchmarks/results/augment_ab.json, docs/img/augment_ab.png and the generated page docs/augmentation.md.
 
-    python recipes/shared_ti/augment_ab.py exp/aug_control exp/aug_telephone exp/aug_specaug
+    python recipes/shared_ti/augment_ab.py exp/aug_control exp/aug_telephone exp/aug_specaug [exp/soup.pt]
+
+A checkpoint file instead of a run folder (e.g. the average of the arms, ``soup.py``) is scored the same way.
     python recipes/shared_ti/augment_ab.py --render       # page and plot again from the JSON
 
 Decision rule, per arm: adopt when the 95% interval of the mean dev EER difference lies below zero, reject when
@@ -32,6 +34,7 @@ from ge2e.data.cache import FeatureCache
 from ge2e.evaluate import EmbeddingStore, EvalOptions, evaluate, list_trials
 from ge2e.inference import model_fingerprint
 from ge2e.metrics import bootstrap_eer_differences
+from ge2e.model import SpeakerEncoder
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "benchmarks/results/augment_ab.json"
@@ -43,6 +46,7 @@ WHAT = {
     "telephone": "+ a telephone-channel copy of every wideband training file (8 kHz, 300-3400 Hz, G.711 mu-law "
     "or GSM 06.10)",
     "specaug": "SpecAugment on every crop: one band of up to 6 mel bands and one span of up to 20 frames zeroed",
+    "soup": "none of its own: the uniform average of the weights of the arms above (`soup.py`, a model soup)",
     "noise_reverb": "+ a noisy copy (coloured noise, SNR 5-20 dB) and a reverberated copy (simulated room, RT60 "
     "0.2-0.8 s) of every wideband training file",
 }
@@ -50,7 +54,7 @@ WHAT = {
 
 def score_arm(run: Path, data: Path, cache: str, speaker_of: Callable[[str], str], branch_step: int) -> dict[str, Any]:
     """Per-trial dev scores of a run's last weights, its periodic validation curve since the branch, its step."""
-    model = encoder_from_last(run)
+    model = encoder_from_last(run) if run.is_dir() else SpeakerEncoder.load(run)  # a file: a soup.py checkpoint
     store = EmbeddingStore(None, model_fingerprint(model))
     lists = {}
     for name in DEV_LISTS:
@@ -64,9 +68,9 @@ def score_arm(run: Path, data: Path, cache: str, speaker_of: Callable[[str], str
             "groups": np.array([speaker_of(t.enroll[0]) for t in scored.trials]),
         }
         print(f"{run.name} {name}: EER {100 * report['eer']:.2f}% ({report['n_trials']} trials)")
-    steps, _, val = curve(run)
+    steps, _, val = curve(run) if run.is_dir() else (np.zeros(0), None, np.zeros(0))
     keep = ~np.isnan(val) & (steps > branch_step)
-    return {"run": run.name, "step": int(model.meta["step"]), "lists": lists,
+    return {"run": run.stem, "step": int(model.meta["step"]), "lists": lists,
             "curve": {"steps": steps[keep].tolist(), "val_eer": np.round(val[keep], 5).tolist()}}  # fmt: skip
 
 
@@ -108,6 +112,8 @@ def plot(record: dict[str, Any], out: Path) -> None:
     runs, lists = record["runs"], list(DEV_LISTS)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1.1, 1]})
     for r in runs:
+        if not r["curve"]["steps"]:
+            continue  # a soup has no training curve of its own
         left.plot(r["curve"]["steps"], 100 * np.array(r["curve"]["val_eer"]), marker="o", markersize=3, label=r["run"])
     left.set_xlabel("training step (all arms resume the v3 run at the same step)")
     left.set_ylabel("periodic validation EER (%)")

@@ -102,10 +102,12 @@ def training_facts(model: SpeakerEncoder, exp: Path | None) -> dict[str, Any]:
     }
     facts["utterances_per_step"] = (data.get("speakers_per_batch") or 0) * (data.get("utterances_per_speaker") or 0)
     facts["init"] = cfg.get("init") or ""
+    if meta.get("soup"):
+        facts["soup"] = meta["soup"]
     facts["out_dir"] = cfg.get("out_dir") or ""
     csv_path = exp / "metrics.csv" if exp is not None else None
     if csv_path is not None and csv_path.is_file():
-        facts.update(_wall_time(csv_path, meta.get("step")))
+        facts.update(wall_time(csv_path, meta.get("step")))
     return facts
 
 
@@ -116,8 +118,10 @@ def compute(training: dict[str, Any]) -> dict[str, Any]:
         "utterances": (training.get("step") or 0) * training.get("utterances_per_step", 0),
         "hours": training.get("train_seconds", 0) / 3600,
     }
-    before = training.get("lineage") or {"steps": 0, "utterances": 0, "hours": 0.0}
-    return {k: own[k] + before[k] for k in own}
+    none = {"steps": 0, "utterances": 0, "hours": 0.0}
+    before = training.get("lineage") or none
+    soup = (training.get("soup") or {}).get("extra") or none  # the other runs averaged into the weights
+    return {k: own[k] + before[k] + soup[k] for k in own}
 
 
 def lineage(training: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -152,7 +156,7 @@ def step_seconds(steps: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, floa
     return np.where(consecutive & (gaps > 0) & (gaps < STEP_GAP * median), gaps, median), median
 
 
-def _wall_time(path: Path, upto: int | None) -> dict[str, Any]:
+def wall_time(path: Path, upto: int | None) -> dict[str, Any]:
     """Training seconds up to step ``upto``: the sum of :func:`step_seconds` of metrics.csv."""
     with path.open() as f:
         rows = [(int(r["step"]), float(r["time"])) for r in csv.DictReader(f) if r.get("time")]
@@ -171,9 +175,25 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
 
-def render(
-    record: dict[str, Any], resemblyzer: dict[str, Any] | None, baseline: dict[str, Any] | None = None
-) -> str:
+def _soup_lines(t: dict[str, Any]) -> list[str]:
+    """The card's account of a model soup (recipes/shared_ti/soup.py), or nothing."""
+    if not t.get("soup"):
+        return []
+    runs = t["soup"]["runs"]
+    fork = t["step"] - runs[0]["steps"]
+
+    def data(r: dict[str, Any]) -> str:
+        return ", ".join(f"`{c}`" for c in r["caches"]) + (" with SpecAugment" if r["spec_augment"] else "")
+
+    return [
+        f"- Weights: a **model soup**, the uniform average of {len(runs)} runs forked from one training state at step "
+        f"{fork:,} (`recipes/shared_ti/augment.sh`, `soup.py`), each trained {runs[0]['steps']:,} more steps on its "
+        "own data: " + "; ".join(f"`{r['run']}` ({data(r)})" for r in runs) + ". The soup was chosen over each run "
+        "by the dev lists ([augmentation](augmentation.md)).",
+    ]
+
+
+def render(record: dict[str, Any], resemblyzer: dict[str, Any] | None, baseline: dict[str, Any] | None = None) -> str:
     """The model card in Markdown."""
     t, cal, res = record["training"], record.get("calibration"), record["test"]
     m = t["model"]
@@ -221,6 +241,7 @@ def render(
         + " Candidates (best and last checkpoints of the runs) are compared by their mean EER on the four "
         "official dev trial lists (`calibrate.py` prints them); the lowest is bundled.",
         f"- Training wall time to that step: {hours}, one CPU core, from the experiment's metrics.csv{warm}.",
+        *_soup_lines(t),
         f"- Training compute in all: **{total['steps']:,} steps, {total['utterances']:,} utterance crops, "
         f"{total['hours']:.1f} CPU-hours**.",
         "",

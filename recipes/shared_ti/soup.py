@@ -1,0 +1,69 @@
+"""A model soup (Wortsman et al., ICML 2022): the uniform average of the encoder weights of runs that forked from one
+training state (augment.sh's arms), written as a model checkpoint. Runs fine-tuned from a shared state stay in one
+basin of the loss, so their average is a model of its own, often better than each of them; whether it is, the
+official dev lists decide (calibrate.py / augment_ab.py), never the test lists.
+
+    python recipes/shared_ti/soup.py exp/aug_control exp/aug_telephone exp/aug_specaug --out exp/soup.pt
+
+The checkpoint's config and step are the first run's; ``soup`` in its metadata lists every ingredient with the
+compute it added after the fork, so the model card counts all of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from cut_last import encoder_from_last
+from model_card import wall_time
+
+from ge2e.model import SpeakerEncoder
+
+
+def average(models: list[SpeakerEncoder]) -> dict[str, torch.Tensor]:
+    """The uniform average of the models' weights (the same architecture, checked)."""
+    states = [m.state_dict() for m in models]
+    if any(s.keys() != states[0].keys() or any(s[k].shape != states[0][k].shape for k in s) for s in states):
+        raise SystemExit("soup: the runs have different architectures; only forks of one run can be averaged")
+    return {k: torch.stack([s[k].float() for s in states]).mean(0).to(states[0][k].dtype) for k in states[0]}
+
+
+def ingredient(run: Path, model: SpeakerEncoder, fork_step: int) -> dict[str, Any]:
+    """One run of the soup: its data and the steps, crops and CPU-hours it trained after the fork."""
+    step, data = model.meta["step"], model.meta["config"]["data"]
+    seconds = [wall_time(run / "metrics.csv", upto).get("train_seconds", 0) for upto in (fork_step, step)]
+    return {
+        "run": str(run),
+        "caches": sorted({s["cache"] for s in data["sources"]}),
+        "spec_augment": bool(data.get("freq_mask") or data.get("time_mask")),
+        "steps": step - fork_step,
+        "utterances": (step - fork_step) * data["speakers_per_batch"] * data["utterances_per_speaker"],
+        "hours": round((seconds[1] - seconds[0]) / 3600, 4),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders (out_dir) forked from one state; first: config")
+    parser.add_argument("--out", type=Path, required=True, help="model checkpoint to write")
+    parser.add_argument("--fork-step", type=int, default=8050, help="the step every run forked at")
+    args = parser.parse_args(argv)
+    models = [encoder_from_last(run) for run in args.runs]
+    first = models[0]
+    ingredients = [ingredient(run, m, args.fork_step) for run, m in zip(args.runs, models, strict=True)]
+    soup = SpeakerEncoder(first.config, first.audio, first.inference)
+    soup.load_state_dict(average(models))
+    # the first run's own steps are its training; the others add their steps after the fork
+    extra = {k: sum(i[k] for i in ingredients[1:]) for k in ("steps", "utterances", "hours")}
+    soup.save(
+        args.out, step=first.meta["step"], config=first.meta["config"], soup={"runs": ingredients, "extra": extra}
+    )
+    print(f"{args.out}: the average of {len(models)} runs at step {first.meta['step']}; extra compute {extra}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
