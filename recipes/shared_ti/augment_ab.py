@@ -43,12 +43,14 @@ PLOT = REPO / "docs/img/augment_ab.png"
 RESAMPLES = 1000
 WHAT = {
     "control": "none: the v3 recipe continued unchanged",
-    "telephone": "+ a telephone-channel copy of every wideband training file (8 kHz, 300-3400 Hz, G.711 mu-law "
+    "telephone": "+ a telephone-channel copy of every training file but wuw2's (8 kHz, 300-3400 Hz, G.711 mu-law "
     "or GSM 06.10)",
     "specaug": "SpecAugment on every crop: one band of up to 6 mel bands and one span of up to 20 frames zeroed",
+    "speed": "+ copies of each LibriSpeech, speechocean762 and Speech Commands training file played 0.9x and 1.1x as "
+    "fast (pitch moves too), each a new pseudo-speaker",
     "soup": "none of its own: the uniform average of the weights of the arms above (`soup.py`, a model soup)",
     "noise_reverb": "+ a noisy copy (coloured noise, SNR 5-20 dB) and a reverberated copy (simulated room, RT60 "
-    "0.2-0.8 s) of every wideband training file",
+    "0.2-0.8 s) of each LibriSpeech, speechocean762 and Speech Commands training file",
 }
 
 
@@ -111,10 +113,12 @@ def plot(record: dict[str, Any], out: Path) -> None:
 
     runs, lists = record["runs"], list(DEV_LISTS)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1.1, 1]})
+    colour = {r["run"]: f"C{i}" for i, r in enumerate(runs)}  # one colour per run in both panels
     for r in runs:
         if not r["curve"]["steps"]:
             continue  # a soup has no training curve of its own
-        left.plot(r["curve"]["steps"], 100 * np.array(r["curve"]["val_eer"]), marker="o", markersize=3, label=r["run"])
+        val = 100 * np.array(r["curve"]["val_eer"])
+        left.plot(r["curve"]["steps"], val, marker="o", markersize=3, label=r["run"], color=colour[r["run"]])
     left.set_xlabel("training step (all arms resume the v3 run at the same step)")
     left.set_ylabel("periodic validation EER (%)")
     left.set_title("Validation EER (4 dev sources, 1000 random trials each)", fontsize=9)
@@ -127,7 +131,7 @@ def plot(record: dict[str, Any], out: Path) -> None:
         x = np.arange(len(cells)) + (k - (len(arms) - 1) / 2) * width
         diff = 100 * np.array([c["diff"] for c in cells])
         err = 100 * np.array([[c["diff"] - c["lo"] for c in cells], [c["hi"] - c["diff"] for c in cells]])
-        right.bar(x, diff, width, yerr=err, capsize=3, label=r["run"])
+        right.bar(x, diff, width, yerr=err, capsize=3, label=r["run"], color=colour[r["run"]])
     right.axhline(0, color="black", linewidth=0.8)
     names = [n.split(".")[0].replace("speech_commands_v0", "Speech Commands") for n in lists] + ["mean of 4"]
     right.set_xticks(np.arange(len(names)), names, fontsize=8, rotation=15)
@@ -173,7 +177,8 @@ def render(record: dict[str, Any]) -> str:
     ]
     for r in runs:
         eers = [100 * r["eer"][n] for n in lists]
-        lines.append(f"| `{r['run']}` | {WHAT.get(r['run'].removeprefix('aug_'), '')} | {r['step']} | "
+        what = WHAT.get(r["run"].removeprefix("aug_").rstrip("0123456789"), "")  # soup3: a soup of three
+        lines.append(f"| `{r['run']}` | {what} | {r['step']} | "
                      + " | ".join(f"{e:.2f}%" for e in eers) + f" | {np.mean(eers):.2f}% |")  # fmt: skip
     lines += [
         "",

@@ -8,8 +8,8 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 runs=("${@:-exp/shared_ti_v3}")
 mkdir -p logs
 card() {
-  python recipes/shared_ti/plot_runs.py "${runs[@]}" --out docs/img/training_v3.png
-  python recipes/shared_ti/model_card.py --curve img/training_v3.png --choice img/encoder_choice.png
+  python recipes/shared_ti/plot_runs.py "${runs[@]}" --out docs/img/training.png
+  python recipes/shared_ti/model_card.py --curve img/training.png --choice img/encoder_choice.png
   python benchmarks/quantize.py --model src/ge2e/pretrained/ge2e_small.pt --cache cache/all
 }
 diarization() {
