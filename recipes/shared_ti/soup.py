@@ -6,7 +6,8 @@ official dev lists decide (calibrate.py / augment_ab.py), never the test lists.
     python recipes/shared_ti/soup.py exp/aug_control exp/aug_telephone exp/aug_specaug --out exp/soup.pt
 
 The checkpoint's config and step are the first run's; ``soup`` in its metadata lists every ingredient with the
-compute it added after the fork, so the model card counts all of it.
+compute it added after the fork, so the model card counts all of it; ``lineage`` holds the total, for runs
+warm-started from the soup.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import torch
 from cut_last import encoder_from_last
-from model_card import wall_time
+from model_card import compute, training_facts, wall_time
 
 from ge2e.model import SpeakerEncoder
 
@@ -58,9 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     soup.load_state_dict(average(models))
     # the first run's own steps are its training; the others add their steps after the fork
     extra = {k: sum(i[k] for i in ingredients[1:]) for k in ("steps", "utterances", "hours")}
-    soup.save(
-        args.out, step=first.meta["step"], config=first.meta["config"], soup={"runs": ingredients, "extra": extra}
-    )
+    soup_meta = {"runs": ingredients, "extra": extra}
+    # lineage: all the compute behind these weights, for a run warm-started from them (model_card.lineage)
+    total = compute({**training_facts(first, args.runs[0]), "soup": soup_meta})
+    soup.save(args.out, step=first.meta["step"], config=first.meta["config"], soup=soup_meta, lineage=total)
     print(f"{args.out}: the average of {len(models)} runs at step {first.meta['step']}; extra compute {extra}")
     return 0
 
