@@ -2,11 +2,12 @@
 # Augmentation A/Bs on the bundled model's run (issue 11): every arm resumes the SAME training state of the v3 run
 # (weights, Adam moments, learning-rate schedule, RNG, and its metrics.csv history: BRANCH, a copy of the run folder
 # taken at step 8050, default exp/branch/v3_8050) and trains the same number of steps with the recipe of
-# conf/small.yaml; only the training data differ. `control` is the v3 run continued unchanged. Then: python recipes/shared_ti/augment_ab.py (dev lists, paired bootstrap, docs page).
-#   bash recipes/shared_ti/augment.sh ARM       (ARM: control | telephone | specaug | noise_reverb; two at once at most)
+# conf/small.yaml; only the training data differ. `control` is the v3 run continued unchanged.
+# Then: python recipes/shared_ti/augment_ab.py (dev lists, paired bootstrap, docs page).
+#   bash recipes/shared_ti/augment.sh ARM   (ARM: control | telephone | specaug | noise_reverb | speed; two at a time)
 # The telephone and noise_reverb arms read caches holding each training file's original AND its augmented copies
-# (built first; resumable); wuw2 is telephone speech already and keeps only its originals. noise_reverb leaves out
-# DSPSpeech-20 too: its 8,800 isolated words (22 speakers) would double the time the cache takes on 2 cores.
+# (built first; resumable); wuw2 is telephone speech already and keeps only its originals. noise_reverb and speed
+# leave out DSPSpeech-20 too: its 8,800 isolated words (22 speakers) would double the cache's time on 2 cores.
 set -euo pipefail
 arm=$1
 data=${GE2E_DATA:-../shared/data}
@@ -35,8 +36,11 @@ case $arm in
   noise_reverb) prepare cache/nr_train noise,reverb LibriSpeech:aug speechocean762:aug speech_commands_v0.02_test:aug \
                   wuw2 DSPSpeech-20
                 set_data=("data.sources=[{cache: cache/nr_train, splits: $splits}]") ;;
+  speed) prepare cache/sp_train speed LibriSpeech:aug speechocean762:aug speech_commands_v0.02_test:aug \
+           wuw2 DSPSpeech-20
+         set_data=("data.sources=[{cache: cache/sp_train, splits: $splits}]") ;;  # 0.9x, 1.1x: new pseudo-speakers
   specaug) set_data=(data.freq_mask=6 data.time_mask=20) ;;  # the masks the v2 SpecAugment run used
-  *) echo "augment.sh: unknown arm $arm (control | telephone | specaug | noise_reverb)" >&2; exit 2 ;;
+  *) echo "augment.sh: unknown arm $arm (control | telephone | specaug | noise_reverb | speed)" >&2; exit 2 ;;
 esac
 mkdir -p "$out"
 # a fork of the run: its state and its history (the model card counts the compute behind the weights from it)

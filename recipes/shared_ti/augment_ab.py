@@ -112,7 +112,7 @@ def plot(record: dict[str, Any], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     runs, lists = record["runs"], list(DEV_LISTS)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1.1, 1]})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.8), gridspec_kw={"width_ratios": [1.1, 1]})
     colour = {r["run"]: f"C{i}" for i, r in enumerate(runs)}  # one colour per run in both panels
     for r in runs:
         if not r["curve"]["steps"]:
@@ -123,7 +123,7 @@ def plot(record: dict[str, Any], out: Path) -> None:
     left.set_ylabel("periodic validation EER (%)")
     left.set_title("Validation EER (4 dev sources, 1000 random trials each)", fontsize=9)
     left.grid(alpha=0.3)
-    left.legend(fontsize=8)
+    left.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)  # below: never on a line
     arms = [r for r in runs if r["run"] != record["control"]]
     width = 0.8 / max(1, len(arms))
     for k, r in enumerate(arms):
