@@ -156,24 +156,24 @@ def test_speaker_range_bounds_the_estimate(method: str) -> None:
     assert len(set(cluster(x, 6, 8, method, tuning=SYNTHETIC).tolist())) >= 6
 
 
-def test_centroid_count_ignores_a_speaker_who_says_too_little() -> None:
+@pytest.mark.parametrize(("method", "least_field"), [("centroid", "min_speaker_s"), ("silhouette", "silhouette_min_s")])
+def test_count_ignores_a_speaker_who_says_too_little(method: str, least_field: str) -> None:
     x, truth = clusters([30, 30, 8], seed=3)
     weights = np.full(len(x), 0.4)  # the third voice stands for 3.2 s
     for least, speakers in ((0.0, 3), (3.0, 3), (4.0, 2)):
-        labels = cluster(x, 1, 8, "centroid", tuning=Tuning(min_speaker_s=least), weights=weights)
+        labels = cluster(x, 1, 8, method, tuning=Tuning(**{least_field: least}), weights=weights)
         assert len(set(labels.tolist())) == speakers, least
         assert all(len(set(labels[truth == t].tolist())) == 1 for t in range(3))
-    # two speakers whose centroids are more alike than the cosine allowed are one
+
+
+def test_centroid_count_merges_speakers_more_alike_than_the_cosine() -> None:
+    x, _ = clusters([30, 30, 8], seed=3)
     assert set(cluster(x[:60], 1, 8, "centroid", tuning=Tuning(centroid_max_cos=-1.0)).tolist()) == {0}
 
 
-def test_silhouette_count_ignores_a_speaker_who_says_too_little_and_rewards_more_speakers() -> None:
+def test_silhouette_count_rewards_more_speakers_and_weighs_by_seconds() -> None:
     x, truth = clusters([30, 30, 8], seed=3)
-    weights = np.full(len(x), 0.4)  # the third voice stands for 3.2 s
-    for least, speakers in ((0.0, 3), (3.0, 3), (4.0, 2)):
-        labels = cluster(x, 1, 8, "silhouette", tuning=Tuning(silhouette_min_s=least), weights=weights)
-        assert len(set(labels.tolist())) == speakers, least
-        assert all(len(set(labels[truth == t].tolist())) == 1 for t in range(3))
+    weights = np.full(len(x), 0.4)
     # a bonus per speaker outweighing any silhouette splits the speakers as far as the range allows
     labels = cluster(x, 2, 6, "silhouette", tuning=Tuning(silhouette_bonus=5.0, silhouette_min_s=0.0), weights=weights)
     assert len(set(labels.tolist())) == 6
