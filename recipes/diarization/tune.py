@@ -5,7 +5,8 @@
 1. Builds (or reuses) ``exp/diarization/{dev,test}``: synthetic conversations of the official dev / test speakers
    of four shared corpora, 2 to 8 speakers (make_eval_set.py).
 2. Embeds every conversation once per model (VAD + 1.6 s d-vector windows every 0.4 s), cached under
-   ``exp/diarization/cache/<model fingerprint>/``; Resemblyzer's d-vectors of the same windows are cached too.
+   ``exp/diarization/cache/<model fingerprint>/<split>-<manifest digest>/`` (a rebuilt set never reuses them);
+   Resemblyzer's d-vectors of the same windows are cached too.
 3. On dev only, for each clustering level (speech segments, windows): the ``ahc`` threshold, the ``eigengap``
    percentile, the ``centroid`` cosine and minimum speech per speaker and the ``silhouette`` bonus and minimum
    speech per speaker (the last two methods on segments only; windows reuse them) that give the lowest DER
@@ -21,6 +22,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -70,6 +72,13 @@ def ensure_set(split: str, per_count: int, seed: int) -> tuple[dict, dict]:
         manifest = build(folder, split, list(range(2, 9)), per_count, CONVERSATION, seed, sources)
     refs = {c["uri"]: read_rttm(folder / "ref" / f"{c['uri']}.rttm")[c["uri"]] for c in manifest["conversations"]}
     return manifest, refs
+
+
+def set_id(split: str, manifest: dict) -> str:
+    """``<split>-<digest of the manifest>``: the embedding caches of a set, so a rebuilt set (another
+    ``--per-count`` or seed) never reuses the d-vectors of the conversations it replaced under the same names."""
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{split}-{digest}"
 
 
 def cache_name(fingerprint: str, cfg: DiarizationConfig | None = None) -> str:
@@ -366,10 +375,11 @@ def main(argv: list[str] | None = None) -> int:
     refs: dict[str, dict] = {}
     for split in ("dev", "test"):
         manifest, refs[split] = ensure_set(split, args.per_count, args.seed)
-        speeches = embed_set(model, split, list(refs[split]), OUT / "cache" / cache_name(fingerprint) / split)
+        cached = set_id(split, manifest)
+        speeches = embed_set(model, split, list(refs[split]), OUT / "cache" / cache_name(fingerprint) / cached)
         systems[split] = {"model": speeches}
         if not args.no_resemblyzer:
-            systems[split]["Resemblyzer"] = resemblyzer_set(split, speeches, OUT / "cache" / "resemblyzer" / split)
+            systems[split]["Resemblyzer"] = resemblyzer_set(split, speeches, OUT / "cache" / "resemblyzer" / cached)
         audio_s = sum(c["duration_s"] for c in manifest["conversations"])
         results["sets"][split] = {"conversations": len(refs[split]), "hours": audio_s / 3600, "audio_s": audio_s}
 
