@@ -1,7 +1,7 @@
 """Build a diarization set: synthetic conversations of the DEV or TEST speakers of four shared corpora.
 
     python recipes/diarization/make_eval_set.py --split dev --out exp/diarization/dev
-    python recipes/diarization/make_eval_set.py --split test --out exp/diarization/test --per-count 8
+    python recipes/diarization/make_eval_set.py --split test --out exp/diarization/test --per-count 16
 
 Speakers come from the official ``<corpus>.<split>`` lists of speechocean762 (read L2 English), wuw2 (8 kHz
 telephone calls), DSPSpeech-20 (isolated words) and Speech Commands (1 s keywords); LibriSpeech has no dev
@@ -134,7 +134,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--split", choices=("dev", "test"), required=True, help="official speaker split")
     p.add_argument("--out", type=Path, help="output folder (default exp/diarization/<split>)")
     p.add_argument("--speakers", type=int, nargs="+", default=list(range(2, 9)), help="speaker counts (2-8)")
-    p.add_argument("--per-count", type=int, default=8, help="conversations per speaker count (default 8)")
+    p.add_argument("--per-count", type=int, default=16, help="conversations per speaker count (default 16)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 

@@ -352,7 +352,7 @@ def model_meta(model) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", type=Path, help="checkpoint or exported encoder (default: the bundled model)")
-    p.add_argument("--per-count", type=int, default=8, help="conversations per speaker count and split (default 8)")
+    p.add_argument("--per-count", type=int, default=16, help="conversations per speaker count and split (default 16)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-resemblyzer", action="store_true", help="leave out the Resemblyzer reference rows")
     p.add_argument("--docs", type=Path, default=REPO / "docs", help="where diarization.md and img/ are updated")
