@@ -79,11 +79,12 @@ def score_arm(run: Path, data: Path, cache: str, speaker_of: Callable[[str], str
 def compare(control: dict[str, Any], arm: dict[str, Any]) -> dict[str, Any]:
     """EER differences arm - control per dev list and for their mean, each with a 95% paired-bootstrap interval."""
     per_list, draws = {}, []
-    for name in DEV_LISTS:
+    for k, name in enumerate(DEV_LISTS):
         a, b = control["lists"][name], arm["lists"][name]
         if a["trials"] != b["trials"]:
             raise SystemExit(f"{arm['run']}: {name} scored other trials than {control['run']}; not a paired test")
-        d = bootstrap_eer_differences(a["scores"], b["scores"], a["labels"], a["groups"], RESAMPLES)
+        # a seed per list: one seed would draw the lists' resamples from one random stream, correlating them
+        d = bootstrap_eer_differences(a["scores"], b["scores"], a["labels"], a["groups"], RESAMPLES, seed=k)
         draws.append(d)
         per_list[name] = interval(b["eer"] - a["eer"], d)
     n = min(len(d) for d in draws)
