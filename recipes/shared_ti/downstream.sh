@@ -2,10 +2,12 @@
 # Everything that depends on the bundled model, re-run after bundle.sh made a new one (issue 11, item 8): the
 # training curve, the model card (official test lists, Resemblyzer side by side), int8 vs float32 EER and speed,
 # the diarization tuning and tables, the short-utterance figures. Two lanes, one core each, logs under logs/.
-#   bash recipes/shared_ti/downstream.sh [run ...]     (run folders of the model's lineage; default exp/shared_ti_v3)
+#   bash recipes/shared_ti/downstream.sh [run ...]     (run folders of the model's lineage; default: v4's, the
+#                                                       three augment.sh arms averaged into it)
 set -euo pipefail
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-runs=("${@:-exp/shared_ti_v3}")
+if [ $# -eq 0 ]; then set -- exp/aug_control exp/aug_telephone exp/aug_specaug; fi
+runs=("$@")
 mkdir -p logs
 card() {
   python recipes/shared_ti/plot_runs.py "${runs[@]}" --out docs/img/training.png
