@@ -17,6 +17,7 @@ from ge2e.diarization.evaluate import der, pyannote_der
 from ge2e.diarization.pipeline import (
     DiarizationConfig,
     SpeechWindows,
+    cut_segments,
     diarize_speech,
     embed_speech,
     smooth,
@@ -98,6 +99,8 @@ def test_to_segments_splits_at_pauses_and_label_changes() -> None:
         frame_s=0.01,
         offset_s=0.005,
         duration_s=1.0,
+        frame_segment=np.array([0, 0, 0, 0, 1, 1, 1, 1]),
+        segment_embeddings=np.zeros((2, 4), np.float32),
     )
     segments = to_segments(speech, np.array([7, 7, 3]))
     assert [s.speaker for s in segments] == ["SPEAKER_00", "SPEAKER_00", "SPEAKER_01"]
@@ -201,7 +204,8 @@ def test_tuned_settings_come_from_dev_and_name_a_method() -> None:
 
 def synthetic_speech(regions: list[tuple[int, int]], speaker_of_frame, seed: int = 0, spread: float = 1.2):
     """SpeechWindows over speech ``regions`` (frame ranges of 10 ms), windows of the default layout whose
-    d-vectors are their centre frame's speaker centre plus noise; -> (windows, (F,) true speaker per frame)."""
+    d-vectors are their centre frame's speaker centre plus noise, and segments whose own d-vectors are their
+    middle frame's speaker centre plus noise; -> (windows, (F,) true speaker per frame)."""
     rng = np.random.default_rng(seed)
     frames = np.concatenate([np.arange(a, b) for a, b in regions])
     truth = np.array([speaker_of_frame(f) for f in frames])
@@ -212,27 +216,42 @@ def synthetic_speech(regions: list[tuple[int, int]], speaker_of_frame, seed: int
     centre_vectors = rng.standard_normal((truth.max() + 1, 32))
     x = centre_vectors[truth[np.floor(centres).astype(int)]] + spread * rng.standard_normal((len(starts), 32))
     x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-    speech = SpeechWindows("x", x, frames, owner, 0.01, 0.005, (frames[-1] + 1) * 0.01)
+    frame_segment = cut_segments(frames, 0.01, DiarizationConfig().segment_s)
+    middles = [int(np.flatnonzero(frame_segment == i).mean()) for i in range(frame_segment[-1] + 1)]
+    own = centre_vectors[truth[middles]] + spread * rng.standard_normal((len(middles), 32))
+    own = (own / np.linalg.norm(own, axis=1, keepdims=True)).astype(np.float32)
+    speech = SpeechWindows("x", x, frames, owner, 0.01, 0.005, (frames[-1] + 1) * 0.01, frame_segment, own)
     return speech, truth
 
 
-def test_speech_segments_cut_regions_and_average_the_windows_centred_in_them() -> None:
+def test_cut_segments_cuts_long_regions_into_equal_pieces() -> None:
     # 5 s of speech, a pause, 0.2 s, a pause, 4 s
-    speech, _ = synthetic_speech([(0, 500), (600, 620), (700, 1100)], lambda f: 0)
-    units = speech_segments(speech, DiarizationConfig(segment_s=3.0))
+    frames = np.r_[np.arange(0, 500), np.arange(600, 620), np.arange(700, 1100)]
     # the 5 s region is cut in two equal pieces, the 4 s one too, the 0.2 s blip is its own segment
+    assert np.array_equal(np.bincount(cut_segments(frames, 0.01, 3.0)), [250, 250, 20, 200, 200])
+    assert np.all(np.diff(cut_segments(frames, 0.01, 3.0)) >= 0)
+    assert np.array_equal(np.bincount(cut_segments(frames, 0.01, 1.0)), [100] * 5 + [20] + [100] * 4)
+    # one segment per region when the regions are short enough
+    assert np.array_equal(np.bincount(cut_segments(frames, 0.01, 10.0)), [500, 20, 400])
+
+
+def test_a_segment_joins_its_own_d_vector_and_the_windows_centred_in_it() -> None:
+    speech, _ = synthetic_speech([(0, 500), (600, 620), (700, 1100)], lambda f: 0)
+    units = speech_segments(speech)
     assert units.durations == pytest.approx([2.5, 2.5, 0.2, 2.0, 2.0])
-    assert np.array_equal(np.bincount(units.frame_segment), [250, 250, 20, 200, 200])
-    assert np.all(np.diff(units.frame_segment) >= 0)
+    assert np.array_equal(units.frame_segment, speech.frame_segment)
     centres = np.asarray(window_starts(920, window_config(DiarizationConfig(), 0.01, 1))) + 80
     centred = units.frame_segment[centres]
-    first = normalize_average(torch.from_numpy(speech.embeddings[centred == 0]))
-    assert np.allclose(units.embeddings[0], first.numpy(), atol=1e-6)
+
+    def joined(around: np.ndarray, own: np.ndarray) -> np.ndarray:
+        return normalize_average(torch.from_numpy(np.stack([around, own]).astype(np.float64))).numpy()
+
+    around = normalize_average(torch.from_numpy(speech.embeddings[centred == 0])).numpy()
+    assert np.allclose(units.embeddings[0], joined(around, speech.segment_embeddings[0]), atol=1e-6)
     # no window centre falls in the blip (speech frames 500-519): it takes the window that owns its middle
     assert 2 not in centred
-    assert np.allclose(units.embeddings[2], speech.embeddings[speech.owner[509]], atol=1e-6)
-    # one segment per region when the regions are short enough
-    assert len(speech_segments(speech, DiarizationConfig(segment_s=10.0)).embeddings) == 3
+    blip = joined(speech.embeddings[speech.owner[509]], speech.segment_embeddings[2])
+    assert np.allclose(units.embeddings[2], blip, atol=1e-6)
 
 
 def conversation_turns(speakers: int, seed: int, spread: float) -> tuple[SpeechWindows, dict[str, list[Segment]]]:
@@ -391,7 +410,7 @@ def conversation(data_root: Path, speakers: int, seed: int):
 
 def test_each_window_is_normalised_by_its_own_mean(data_root: Path, untrained: SpeakerEncoder) -> None:
     from ge2e.audio import load_speech, log_mel
-    from ge2e.inference import embed_frames, windows
+    from ge2e.inference import embed_frames, embed_mels, windows
 
     wav = conversation(data_root, 2, seed=0).wav
     own = embed_speech(untrained, wav, 16_000)
@@ -408,6 +427,11 @@ def test_each_window_is_normalised_by_its_own_mean(data_root: Path, untrained: S
     assert np.allclose(own.embeddings, expected, atol=1e-5)
     assert np.allclose(whole.embeddings, recording, atol=1e-5)
     assert not np.allclose(own.embeddings, whole.embeddings, atol=1e-2)
+    # each segment's own d-vector: its frames alone, minus their own mean, through the one frames-to-d-vector path
+    pieces = speech.split(np.bincount(own.frame_segment).tolist())
+    assert len(pieces) == len(own.segment_embeddings) > 1
+    segments = embed_mels(untrained, [p - p.mean(dim=0) for p in pieces]).numpy()
+    assert np.allclose(own.segment_embeddings, segments, atol=1e-5)
 
 
 @pytest.mark.parametrize("speakers", [2, 3])

@@ -131,7 +131,7 @@ def build(
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--split", choices=("dev", "test"), required=True, help="official speaker split")
+    p.add_argument("--split", choices=("train", "dev", "test"), required=True, help="official speaker split")
     p.add_argument("--out", type=Path, help="output folder (default exp/diarization/<split>)")
     p.add_argument("--speakers", type=int, nargs="+", default=list(range(2, 9)), help="speaker counts (2-8)")
     p.add_argument("--per-count", type=int, default=16, help="conversations per speaker count (default 16)")

@@ -38,13 +38,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from make_eval_set import CONVERSATION, REPO, build, data_root, split_sources
 
 from ge2e.audio import load_audio
+from ge2e.config import InferenceConfig
 from ge2e.diarization import load_encoder, read_rttm
 from ge2e.diarization.clustering import METHODS, TUNED_PATH, Tuning
 from ge2e.diarization.evaluate import der, pyannote_der
 from ge2e.diarization.pipeline import DiarizationConfig, SpeechWindows, diarize_speech, embed_speech, window_config
 from ge2e.diarization.plot import plot_timeline
 from ge2e.files import atomic_write
-from ge2e.inference import model_fingerprint, windows
+from ge2e.inference import model_fingerprint, normalize_average, windows
+from ge2e.pretrained import bundled_model_path
 
 OUT = REPO / "exp" / "diarization"
 GROUPS = {"2-4": (2, 3, 4), "5-8": (5, 6, 7, 8)}
@@ -82,9 +84,11 @@ def set_id(split: str, manifest: dict) -> str:
 
 
 def cache_name(fingerprint: str, cfg: DiarizationConfig | None = None) -> str:
-    """The cache folder of a model's d-vectors: its fingerprint, and ``-wmean`` when each window is normalised by
-    its own mean (the default front end) rather than the recording's."""
-    return fingerprint[:16] + ("-wmean" if (cfg or DiarizationConfig()).window_mean else "")
+    """The cache folder of a model's d-vectors: its fingerprint, ``-wmean`` when each window is normalised by
+    its own mean (the default front end) rather than the recording's, and the segment length (the segments'
+    own d-vectors depend on it)."""
+    cfg = cfg or DiarizationConfig()
+    return f"{fingerprint[:16]}{'-wmean' if cfg.window_mean else ''}-seg{cfg.segment_s:g}"
 
 
 def save_speech(path: Path, speech: SpeechWindows, seconds: float) -> None:
@@ -128,7 +132,8 @@ def resemblyzer_set(
         path = cache / f"{uri}.npz"
         if path.exists():
             cached, seconds = load_speech(path, uri)
-            if np.array_equal(cached.speech_frames, speech.speech_frames) and len(cached.owner) == len(speech.owner):
+            same = np.array_equal(cached.speech_frames, speech.speech_frames)
+            if same and np.array_equal(cached.frame_segment, speech.frame_segment):
                 result[uri] = (cached, seconds)
                 continue
         if encoder is None:
@@ -137,11 +142,14 @@ def resemblyzer_set(
         t0 = time.perf_counter()
         wav = resemblyzer.normalize_volume(load_audio(OUT / split / "wav" / f"{uri}.wav"), -30, increase_only=True)
         mel = resemblyzer.wav_to_mel_spectrogram(wav)  # (T, 40), 10 ms hop like the model's
-        frames = np.minimum(speech.speech_frames + RESEMBLYZER_FRAME_SHIFT, len(mel) - 1)
-        cut = windows(torch.from_numpy(mel[frames]), window_config(DiarizationConfig(), speech.frame_s, 64))
+        frames = torch.from_numpy(mel[np.minimum(speech.speech_frames + RESEMBLYZER_FRAME_SHIFT, len(mel) - 1)])
+        cut = windows(frames, window_config(DiarizationConfig(), speech.frame_s, 64))
+        pieces = frames.split(np.bincount(speech.frame_segment).tolist())
         with torch.no_grad():
             vectors = torch.cat([encoder(chunk) for chunk in cut.split(128)]).numpy()
-        windows_r = replace(speech, embeddings=vectors.astype(np.float32))
+            # each segment's own frames, windowed and averaged as the model's are (embed_mels)
+            own = [normalize_average(encoder(windows(piece, InferenceConfig()))) for piece in pieces]
+        windows_r = replace(speech, embeddings=vectors.astype(np.float32), segment_embeddings=torch.stack(own).numpy())
         seconds = time.perf_counter() - t0
         save_speech(path, windows_r, seconds)
         result[uri] = (windows_r, seconds)
@@ -361,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     start, load_start = time.time(), os.getloadavg()[0]
     model = load_encoder(args.model)
     fingerprint = model_fingerprint(model)
-    path = args.model.resolve() if args.model else Path("src/ge2e/pretrained/ge2e_small.pt")
+    # without --model: the form of the bundled model that load_model() chose (its int8 export where it runs)
+    path = args.model.resolve() if args.model else bundled_model_path(int8=getattr(model, "int8", False)).resolve()
     results: dict = {
         "model": {
             "path": str(path.relative_to(REPO) if path.is_relative_to(REPO) else path),
@@ -379,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
         speeches = embed_set(model, split, list(refs[split]), OUT / "cache" / cache_name(fingerprint) / cached)
         systems[split] = {"model": speeches}
         if not args.no_resemblyzer:
-            systems[split]["Resemblyzer"] = resemblyzer_set(split, speeches, OUT / "cache" / "resemblyzer" / cached)
+            folder = OUT / "cache" / f"resemblyzer-seg{DiarizationConfig().segment_s:g}" / cached
+            systems[split]["Resemblyzer"] = resemblyzer_set(split, speeches, folder)
         audio_s = sum(c["duration_s"] for c in manifest["conversations"])
         results["sets"][split] = {"conversations": len(refs[split]), "hours": audio_s / 3600, "audio_s": audio_s}
 
