@@ -208,16 +208,10 @@ class SpeechSegments:
     durations: np.ndarray
 
 
-def speech_segments(speech: SpeechWindows, cfg: DiarizationConfig | None = None) -> SpeechSegments:
-    """The clustering units of ``speech``: its segments (``speech.frame_segment``), each with a d-vector of two
-    scales, the normalise-average of the segment's own d-vector and of the window d-vectors centred in it.
-
-    The segment's own frames hold one speaker but little speech; the 1.6 s windows centred in it see more but
-    reach into the neighbours. Together they tell speakers apart better than either: on the dev conversations
-    (recipes/diarization/tune.py, 2-4 speakers) the default method counted the speakers right in 65% instead of
-    52% with the windows alone. A segment too short to hold a window centre takes the window that owns its
-    middle frame. ``cfg`` must be the windowing that made ``speech``.
-    """
+def windows_around(speech: SpeechWindows, cfg: DiarizationConfig | None = None) -> np.ndarray:
+    """``(S, D)`` float64: per segment, the normalise-average of the window d-vectors centred in it (a segment too
+    short to hold a window centre takes the window that owns its middle frame). ``cfg`` must be the windowing that
+    made ``speech``."""
     cfg = cfg or DiarizationConfig()
     count = len(speech.speech_frames)
     icfg = window_config(cfg, speech.frame_s, 1)
@@ -233,12 +227,26 @@ def speech_segments(speech: SpeechWindows, cfg: DiarizationConfig | None = None)
     rows = np.r_[np.arange(len(starts)), speech.owner[middles]]
     groups = torch.from_numpy(np.r_[window_segment, empty])
     vectors = torch.from_numpy(np.asarray(speech.embeddings, dtype=np.float64)[rows])
-    around = normalize_average(vectors, groups, segments)
+    return normalize_average(vectors, groups, segments).numpy()
+
+
+def speech_segments(speech: SpeechWindows, cfg: DiarizationConfig | None = None) -> SpeechSegments:
+    """The clustering units of ``speech``: its segments (``speech.frame_segment``), each with a d-vector of two
+    scales, the normalise-average of the segment's own d-vector and of :func:`windows_around` it.
+
+    The segment's own frames hold one speaker but little speech; the 1.6 s windows centred in it see more but
+    reach into the neighbours. Together they tell speakers apart better than either (measured by
+    ``recipes/diarization/separability.py``); on the dev conversations (recipes/diarization/tune.py, 2-4 speakers)
+    the default method counted the speakers right in 65% instead of 52% with the windows alone. ``cfg`` must be
+    the windowing that made ``speech``.
+    """
+    segments = len(speech.segment_embeddings)
+    around = torch.from_numpy(windows_around(speech, cfg))
     own = torch.from_numpy(np.asarray(speech.segment_embeddings, dtype=np.float64))
     both = torch.cat([around, own])
     embeddings = normalize_average(both, torch.arange(segments).repeat(2), segments).numpy().astype(np.float32)
-    durations = np.bincount(frame_segment, minlength=segments) * speech.frame_s
-    return SpeechSegments(frame_segment, embeddings, durations)
+    durations = np.bincount(speech.frame_segment, minlength=segments) * speech.frame_s
+    return SpeechSegments(speech.frame_segment, embeddings, durations)
 
 
 def to_segments(speech: SpeechWindows, labels: np.ndarray) -> list[Segment]:
