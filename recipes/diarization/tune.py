@@ -325,8 +325,8 @@ def markdown(results: dict) -> str:
             *table(results["test"], ("2-4", "5-8")),
             "",
             f"Real-time factor (VAD + embedding + clustering; Resemblyzer's rows reuse the model's VAD, so they leave "
-            f"it out; 1 torch thread, niced, on a 2-core machine shared with a "
-            f"training run: load average {load[0]:.1f} at the start and {load[1]:.1f} at the end, so noisy): {rtf}. "
+            f"it out; 1 torch thread, niced, on a 2-core machine shared with other "
+            f"work (load average {load[0]:.1f} at the start and {load[1]:.1f} at the end), so noisy): {rtf}. "
             f"The project's DER equals pyannote.metrics' on every test row within {100 * check:.1g} points.",
             "",
             "![diarization example](img/diarization_example.png)",
