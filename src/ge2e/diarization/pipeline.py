@@ -73,7 +73,7 @@ class DiarizationConfig:
 
 @dataclass
 class SpeechWindows:
-    """d-vectors of the sliding windows over the speech of one recording.
+    """d-vectors of the speech of one recording: sliding windows, and speech segments on their own frames.
 
     Attributes:
         name: how errors and logs name the recording.
