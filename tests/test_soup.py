@@ -12,7 +12,7 @@ from ge2e.config import ModelConfig
 from ge2e.model import SpeakerEncoder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes" / "shared_ti"))
-from soup import average  # a recipe script, not a package module
+from soup import average, ingredient  # a recipe script, not a package module
 
 SMALL = ModelConfig(hidden_size=8, proj_size=0, num_layers=2)
 
@@ -42,3 +42,10 @@ def test_the_model_card_counts_the_compute_of_every_run_in_the_soup() -> None:
     assert compute(own) == {"steps": 100, "utterances": 16000, "hours": 2.0}
     soup = {**own, "soup": {"extra": {"steps": 50, "utterances": 8000, "hours": 0.5}}}
     assert compute(soup) == {"steps": 150, "utterances": 24000, "hours": 2.5}
+
+
+def test_a_run_not_past_the_fork_is_refused_by_name(tmp_path: Path) -> None:
+    model = SpeakerEncoder(SMALL)
+    model.meta = {"step": 1200, "config": {"data": {"sources": []}}}
+    with pytest.raises(SystemExit, match=r"warm is at step 1200, not after the fork at step 8050"):
+        ingredient(tmp_path / "warm", model, 8050)

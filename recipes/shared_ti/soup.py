@@ -35,6 +35,9 @@ def average(models: list[SpeakerEncoder]) -> dict[str, torch.Tensor]:
 def ingredient(run: Path, model: SpeakerEncoder, fork_step: int) -> dict[str, Any]:
     """One run of the soup: its data and the steps, crops and CPU-hours it trained after the fork."""
     step, data = model.meta["step"], model.meta["config"]["data"]
+    if step <= fork_step:
+        # a warm start (init=) counts its steps from 0: it is no fork of the run, and its compute would go negative
+        raise SystemExit(f"soup: {run} is at step {step}, not after the fork at step {fork_step} (see --fork-step)")
     seconds = [wall_time(run / "metrics.csv", upto).get("train_seconds", 0) for upto in (fork_step, step)]
     return {
         "run": str(run),
