@@ -174,6 +174,54 @@ def test_centroid_count_merges_speakers_more_alike_than_the_cosine() -> None:
     assert set(cluster(x[:60], 1, 8, "centroid", tuning=Tuning(centroid_max_cos=-1.0)).tolist()) == {0}
 
 
+def test_silhouette_says_one_speaker_when_its_two_clusters_are_alike() -> None:
+    # one speaker recorded in two sessions: two clusters whose centroids are alike (cosine about 0.75)
+    rng = np.random.default_rng(5)
+    voice = rng.standard_normal(32)
+    sessions = [voice + 0.6 * rng.standard_normal(32) for _ in range(2)]
+    x = np.concatenate([c + 0.15 * rng.standard_normal((30, 32)) for c in sessions])
+    unit = [c / np.linalg.norm(c) for c in sessions]
+    alike = float(unit[0] @ unit[1])
+    assert 0.5 < alike < 0.95
+    weights = np.full(len(x), 0.4)
+    # centroids at least as alike as the cosine are one speaker
+    for cos, speakers in ((alike - 0.05, 1), (alike + 0.05, 2)):
+        tuning = Tuning(one_speaker_cos=cos, silhouette_min_s=0.0)
+        assert len(set(cluster(x, 1, 8, "silhouette", tuning=tuning, weights=weights).tolist())) == speakers, cos
+    # the test only decides one against several: with at least two speakers asked for, the cosine is not used
+    tuning = Tuning(one_speaker_cos=-1.0, silhouette_min_s=0.0)
+    assert len(set(cluster(x, 2, 8, "silhouette", tuning=tuning, weights=weights).tolist())) == 2
+    # and a second cluster too light to be a speaker is one speaker too
+    tuning = Tuning(one_speaker_cos=alike + 0.05, silhouette_min_s=12.1)
+    assert set(cluster(x, 1, 8, "silhouette", tuning=tuning, weights=weights).tolist()) == {0}
+
+
+def test_a_monologue_is_as_long_as_a_dialogue_and_never_overlaps() -> None:
+    import itertools
+
+    from ge2e.diarization.simulate import ConversationConfig, Source, make_conversation
+
+    sr = 16_000
+    rng = np.random.default_rng(0)
+    sources = [
+        Source(
+            f"s{i}",
+            f"s{i}",
+            rng.standard_normal(40 * sr).astype(np.float32) * 0.1,
+            [(a * sr, (a + 1) * sr) for a in range(0, 40, 2)],
+        )
+        for i in range(2)
+    ]
+    cfg = ConversationConfig(turns_per_speaker=3, turn_s=(1.0, 2.0), overlap_prob=1.0, overlap_s=(0.3, 0.5))
+    dialogue = make_conversation(sources, ["s0", "s1"], cfg, np.random.default_rng(1))
+    monologue = make_conversation(sources, ["s0"], cfg, np.random.default_rng(1))
+    assert len(monologue.turns) == len(dialogue.turns) == 6
+    assert {t["speaker"] for t in monologue.turns} == {"s0"}
+    # every dialogue turn after the first overlaps its predecessor (overlap_prob 1); a monologue never does
+    assert all(b["start_s"] < a["end_s"] for a, b in itertools.pairwise(dialogue.turns))
+    assert all(b["start_s"] >= a["end_s"] for a, b in itertools.pairwise(monologue.turns))
+
+
 def test_silhouette_count_rewards_more_speakers_and_weighs_by_seconds() -> None:
     x, truth = clusters([30, 30, 8], seed=3)
     weights = np.full(len(x), 0.4)

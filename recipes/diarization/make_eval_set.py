@@ -48,6 +48,7 @@ CORPORA = {  # folder: reader layout
 }
 FILES_PER_SPEAKER = 30  # DSPSpeech-20 has 400 words per speaker; 30 give enough speech for 4 turns
 MIN_SPEECH_S = 15.0  # 4 turns of 1.5-4 s must fit without reusing speech
+SPEAKER_COUNTS = tuple(range(1, 9))  # one-speaker recordings too: the count must be able to say one
 # pauses, 10% overlapping turns and background noise, as the issue asks; kept modest so a set is 30-130 s each
 CONVERSATION = ConversationConfig(
     turns_per_speaker=4,
@@ -99,12 +100,16 @@ def build(
     (out / "wav").mkdir(parents=True, exist_ok=True)
     (out / "ref").mkdir(parents=True, exist_ok=True)
     entries = []
+    speech = {spk: sum(speech_seconds(s) for s in sources if s.speaker == spk) for spk in speakers}
+    # a monologue is as long as a two-speaker conversation (simulate.make_conversation), so twice the speech
+    monologue = [spk for spk in speakers if speech[spk] >= 2 * MIN_SPEECH_S]
     for k in counts:
-        if k > len(speakers):
-            raise SystemExit(f"only {len(speakers)} {split} speakers, cannot make {k}-speaker conversations")
+        pool = monologue if k == 1 else speakers
+        if k > len(pool):
+            raise SystemExit(f"only {len(pool)} {split} speakers, cannot make {k}-speaker conversations")
         for i in range(per_count):
             rng = np.random.default_rng([seed, k, i])
-            chosen = sorted(rng.choice(speakers, size=k, replace=False).tolist())
+            chosen = sorted(rng.choice(pool, size=k, replace=False).tolist())
             conv = make_conversation(sources, chosen, cfg, rng)
             uri = f"k{k}_{i:02d}"
             write_wav(out / "wav" / f"{uri}.wav", conv.wav)
@@ -133,7 +138,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--split", choices=("train", "dev", "test"), required=True, help="official speaker split")
     p.add_argument("--out", type=Path, help="output folder (default exp/diarization/<split>)")
-    p.add_argument("--speakers", type=int, nargs="+", default=list(range(2, 9)), help="speaker counts (2-8)")
+    p.add_argument("--speakers", type=int, nargs="+", default=list(SPEAKER_COUNTS), help="speaker counts (1-8)")
     p.add_argument("--per-count", type=int, default=16, help="conversations per speaker count (default 16)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)

@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     model = load_encoder(args.model)
     manifest, refs = ensure_set(args.split, args.per_count, args.seed)
+    # separation needs pairs of different speakers: the one-speaker recordings are left out
+    refs = {uri: segments for uri, segments in refs.items() if count(segments) > 1}
     cache = OUT / "cache" / cache_name(model_fingerprint(model)) / set_id(args.split, manifest)
     speeches = embed_set(model, args.split, list(refs), cache)
 

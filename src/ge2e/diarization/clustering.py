@@ -12,7 +12,8 @@
   speak long enough (at least ``min_speaker_s``);
 - ``silhouette``: NME-SC's partition for each number of speakers k whose speakers all speak at least
   ``silhouette_min_s``; the count is the k with the best duration-weighted cosine silhouette plus
-  ``silhouette_bonus`` times ln k.
+  ``silhouette_bonus`` times ln k. One speaker when NME-SC's two clusters are too alike to be two speakers
+  (centroid cosine at least ``one_speaker_cos``).
 
 The points clustered are either the window d-vectors or, by default, speech segments (``Tuning.segments``,
 see :func:`ge2e.diarization.pipeline.speech_segments`).
@@ -51,7 +52,8 @@ class Tuning:
     ``eigengap_p``, the ``ahc`` cosine-distance ``ahc_threshold``, the ``centroid`` method's largest cosine
     between two speakers' centroids ``centroid_max_cos`` and least speech per speaker ``min_speaker_s``
     (seconds), the ``silhouette`` method's bonus per ln(speakers) ``silhouette_bonus`` and least speech per
-    speaker ``silhouette_min_s`` (seconds), and whether speech ``segments`` rather than windows are clustered."""
+    speaker ``silhouette_min_s`` (seconds), the centroid cosine ``one_speaker_cos`` from which its two clusters
+    are one speaker, and whether speech ``segments`` rather than windows are clustered."""
 
     method: str = "nme-sc"
     eigengap_p: float = 0.95
@@ -60,6 +62,7 @@ class Tuning:
     min_speaker_s: float = 3.0
     silhouette_bonus: float = 0.2
     silhouette_min_s: float = 5.0
+    one_speaker_cos: float = 0.7
     segments: bool = True
 
 
@@ -224,18 +227,28 @@ def centroid_count(
     normalised) has cosine below ``max_cos`` and every cluster weighs at least ``min_weight``: a speaker split in
     two leaves two alike halves, and a spurious cluster of a few odd points is light.
     """
-    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
     data = np.ascontiguousarray(embeddings, dtype=np.float64)
     for k in range(max_speakers, max(min_speakers, 2) - 1, -1):
         labels = np.asarray(_partition(data.tobytes(), data.shape, k, window_overlap))
-        ids = np.unique(labels)
-        centres = np.stack([(weights[labels == c, None] * unit[labels == c]).sum(axis=0) for c in ids])
-        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-        cosines = (centres @ centres.T)[np.triu_indices(len(ids), 1)]
-        mass = np.array([weights[labels == c].sum() for c in ids])
-        if k == min_speakers or (len(ids) == k and cosines.max() < max_cos and mass.min() >= min_weight):
+        if k == min_speakers or _distinct(data, labels, k, weights, max_cos, min_weight):
             return labels
     return np.zeros(len(embeddings), dtype=int)
+
+
+def _distinct(
+    embeddings: np.ndarray, labels: np.ndarray, k: int, weights: np.ndarray, max_cos: float, min_weight: float
+) -> bool:
+    """Whether the ``labels`` form ``k`` clusters that are all distinct speakers: every pair of centroids
+    (``weights``-weighted means of the unit d-vectors, normalised) has cosine below ``max_cos`` and every
+    cluster weighs at least ``min_weight``."""
+    ids = np.unique(labels)
+    if len(ids) != k:
+        return False
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    centres = np.stack([(weights[labels == c, None] * unit[labels == c]).sum(axis=0) for c in ids])
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    cosines = (centres @ centres.T)[np.triu_indices(k, 1)]
+    return bool(cosines.max() < max_cos and min(weights[labels == c].sum() for c in ids) >= min_weight)
 
 
 def silhouette_count(
@@ -245,6 +258,7 @@ def silhouette_count(
     weights: np.ndarray,
     bonus: float,
     min_weight: float,
+    one_speaker_cos: float,
     window_overlap: int = 1,
 ) -> np.ndarray:
     """``(N, D)`` d-vectors -> ``(N,)`` labels: NME-SC's partition into the k clusters, within the range, that
@@ -254,7 +268,11 @@ def silhouette_count(
     The silhouette alone favours two clusters (with many speakers, the nearest other cluster of a point is close
     at any k), hence the bonus per speaker; the weights make a 3 s segment count more than a 0.3 s one, and the
     least weight keeps a few odd points from being a speaker. Silhouettes cannot say one speaker: when
-    ``min_speakers`` is 1, spectralcluster's one-vs-many test (see :func:`spectral`) decides that first.
+    ``min_speakers`` is 1, it is one speaker unless NME-SC's two clusters are distinct speakers (centroid cosine
+    below ``one_speaker_cos``, each at least ``min_weight``). One speaker's recordings from different sessions
+    split into two clusters that are still alike; spectralcluster's GMM/BIC test on the affinities (see
+    :func:`spectral`), used here before, called 6 of 16 dev and 8 of 16 test one-speaker recordings several
+    speakers and 3 of 16 two-speaker test conversations one (recipes/diarization/tune.py tunes the cosine on dev).
     """
     from sklearn.metrics import silhouette_samples
 
@@ -267,7 +285,7 @@ def silhouette_count(
     lo = max(min_speakers, 2)
     if min_speakers == max_speakers:
         return partition(lo)
-    if min_speakers == 1 and len(set(spectral(data, 1, max_speakers, True, window_overlap=window_overlap))) == 1:
+    if min_speakers == 1 and (n < 3 or not _distinct(data, partition(2), 2, weights, one_speaker_cos, min_weight)):
         return np.zeros(n, dtype=int)
     best: tuple[float, np.ndarray] | None = None
     for k in range(lo, min(max_speakers, n - 1) + 1):  # the silhouette needs 2 <= clusters < points
@@ -320,6 +338,7 @@ def cluster(
             weights,
             tuning.silhouette_bonus,
             tuning.silhouette_min_s,
+            tuning.one_speaker_cos,
             window_overlap,
         )
     if method == "centroid":

@@ -118,7 +118,10 @@ def _pick_turn(
 
 
 def _turn_order(speakers: Sequence[str], turns: int, rng: np.random.Generator) -> list[str]:
-    """Every speaker once in random order, then random speakers, never the same one twice in a row."""
+    """Every speaker once in random order, then random speakers, never the same one twice in a row (unless there
+    is only one)."""
+    if len(speakers) == 1:
+        return [speakers[0]] * turns
     order = [speakers[i] for i in rng.permutation(len(speakers))]
     while len(order) < turns:
         others = [s for s in speakers if s != order[-1]]
@@ -129,23 +132,25 @@ def _turn_order(speakers: Sequence[str], turns: int, rng: np.random.Generator) -
 def make_conversation(
     sources: Sequence[Source], speakers: Sequence[str], cfg: ConversationConfig, rng: np.random.Generator
 ) -> Conversation:
-    """Mix one conversation of ``speakers`` (at least 2) from their ``sources`` -> audio + reference turns."""
+    """Mix one conversation of ``speakers`` from their ``sources`` -> audio + reference turns. With one speaker it
+    is a monologue as long as a two-speaker conversation (the length must not give the count away), with pauses
+    between its turns: a speaker does not overlap themselves."""
     from ge2e.data.augment import coloured_noise
 
-    if len(speakers) < 2:
-        raise Ge2eError("a conversation needs at least 2 speakers")
+    if not speakers:
+        raise Ge2eError("a conversation needs at least one speaker")
     by_speaker = {spk: [s for s in sources if s.speaker == spk] for spk in speakers}
     used: dict[str, set[tuple[int, int]]] = {spk: set() for spk in speakers}
     pieces: list[tuple[int, np.ndarray]] = []  # (start sample in the mix, excerpt)
     reference, turns = [], []
     cursor = round(EDGE_S * SAMPLE_RATE)  # where the previous turn ends
     previous_len = 0
-    for i, speaker in enumerate(_turn_order(speakers, cfg.turns_per_speaker * len(speakers), rng)):
+    for i, speaker in enumerate(_turn_order(speakers, cfg.turns_per_speaker * max(len(speakers), 2), rng)):
         s, regions = _pick_turn(by_speaker[speaker], used[speaker], float(rng.uniform(*cfg.turn_s)), rng)
         used[speaker].update((s, r) for r in regions)
         source = by_speaker[speaker][s]
         lo, hi = source.regions[regions[0]][0], source.regions[regions[-1]][1]
-        if i > 0 and rng.random() < cfg.overlap_prob:
+        if i > 0 and len(speakers) > 1 and rng.random() < cfg.overlap_prob:
             start = cursor - min(round(rng.uniform(*cfg.overlap_s) * SAMPLE_RATE), previous_len // 2)
         else:
             start = cursor + (round(rng.uniform(*cfg.pause_s) * SAMPLE_RATE) if i > 0 else 0)
