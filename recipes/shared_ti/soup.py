@@ -4,10 +4,14 @@ basin of the loss, so their average is a model of its own, often better than eac
 official dev lists decide (calibrate.py / augment_ab.py), never the test lists.
 
     python recipes/shared_ti/soup.py exp/aug_control exp/aug_telephone exp/aug_specaug --out exp/soup.pt
+    python recipes/shared_ti/soup.py exp/shared_ti_v4 exp/g2_{telephone,specaug} --fork-step 0 --checkpoint best \
+        --out exp/soup5.pt
 
-The checkpoint's config and step are the first run's; ``soup`` in its metadata lists every ingredient with the
-compute it added after the fork, so the model card counts all of it; ``lineage`` holds the total, for runs
-warm-started from the soup.
+Each run gives its ``last.pt`` or, with ``--checkpoint best``, its ``best.pt`` (the step of its best periodic dev
+validation). Runs warm-started from one checkpoint (``init:``; round2.sh) fork at step 0: their steps count from
+there. The checkpoint's config and step are the first run's; ``soup`` in its metadata lists every ingredient with
+the compute it added after the fork, so the model card counts all of it; ``lineage`` holds the total (a warm
+start's included), for runs warm-started from the soup.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 
 import torch
 from cut_last import encoder_from_last
-from model_card import compute, training_facts, wall_time
+from model_card import DEFAULT_BASELINE, _read_json, compute, lineage, training_facts, wall_time
 
 from ge2e.model import SpeakerEncoder
 
@@ -49,13 +53,21 @@ def ingredient(run: Path, model: SpeakerEncoder, fork_step: int) -> dict[str, An
     }
 
 
+def encoder_of(run: Path, checkpoint: str) -> SpeakerEncoder:
+    """The run's encoder at its ``last.pt`` or its ``best.pt``, with ``meta`` holding the step and run config."""
+    if checkpoint == "last":
+        return encoder_from_last(run)
+    return SpeakerEncoder.load(run / "best.pt").eval()  # train.py saves its config and step in the meta
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (out_dir) forked from one state; first: config")
     parser.add_argument("--out", type=Path, required=True, help="model checkpoint to write")
-    parser.add_argument("--fork-step", type=int, default=8050, help="the step every run forked at")
+    parser.add_argument("--fork-step", type=int, default=8050, help="the step every run forked at (0: warm starts)")
+    parser.add_argument("--checkpoint", choices=("last", "best"), default="last", help="each run's checkpoint")
     args = parser.parse_args(argv)
-    models = [encoder_from_last(run) for run in args.runs]
+    models = [encoder_of(run, args.checkpoint) for run in args.runs]
     first = models[0]
     ingredients = [ingredient(run, m, args.fork_step) for run, m in zip(args.runs, models, strict=True)]
     soup = SpeakerEncoder(first.config, first.audio, first.inference)
@@ -64,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     extra = {k: sum(i[k] for i in ingredients[1:]) for k in ("steps", "utterances", "hours")}
     soup_meta = {"runs": ingredients, "extra": extra}
     # lineage: all the compute behind these weights, for a run warm-started from them (model_card.lineage)
-    total = compute({**training_facts(first, args.runs[0]), "soup": soup_meta})
+    facts = training_facts(first, args.runs[0])
+    facts["lineage"] = lineage(facts, _read_json(DEFAULT_BASELINE))  # what a warm start began from
+    total = compute({**facts, "soup": soup_meta})
     soup.save(args.out, step=first.meta["step"], config=first.meta["config"], soup=soup_meta, lineage=total)
     print(f"{args.out}: the average of {len(models)} runs at step {first.meta['step']}; extra compute {extra}")
     return 0
