@@ -54,6 +54,13 @@ WHAT = {
 }
 
 
+def speaker_lookup(cache: str) -> Callable[[str], str]:
+    """Audio path -> its speaker key in the feature ``cache``, for the bootstrap's speaker groups; a file the cache
+    lacks (its VAD found too little) was read from audio and is named by its folder."""
+    known = {os.path.realpath(u.path): u.key for u in FeatureCache(cache).utterances if not u.augment}
+    return lambda path: known.get(os.path.realpath(path)) or Path(path).parent.name
+
+
 def score_arm(run: Path, data: Path, cache: str, speaker_of: Callable[[str], str], branch_step: int) -> dict[str, Any]:
     """Per-trial dev scores of a run's last weights, its periodic validation curve since the branch, its step."""
     model = encoder_from_last(run) if run.is_dir() else SpeakerEncoder.load(run)  # a file: a soup.py checkpoint
@@ -228,12 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(args.runs) < 2:
             parser.error("name the control run and at least one arm, or pass --render")
         torch.set_num_threads(1)
-        cache = FeatureCache(args.cache)
-        known = {os.path.realpath(u.path): u.key for u in cache.utterances if not u.augment}
-
-        def speaker_of(path: str) -> str:  # a file the cache lacks (its VAD found too little) was read from audio
-            return known.get(os.path.realpath(path)) or Path(path).parent.name
-
+        speaker_of = speaker_lookup(args.cache)
         scored = [score_arm(run, Path(args.data), args.cache, speaker_of, args.branch_step) for run in args.runs]
         if len({s["step"] for s in scored}) > 1:
             return print(f"the arms stopped at different steps: {[s['step'] for s in scored]}", file=sys.stderr) or 1

@@ -185,11 +185,22 @@ def _soup_lines(t: dict[str, Any]) -> list[str]:
     def data(r: dict[str, Any]) -> str:
         return ", ".join(f"`{c}`" for c in r["caches"]) + (" with SpecAugment" if r["spec_augment"] else "")
 
+    ingredients = "; ".join(f"`{r['run']}` ({data(r)})" for r in runs)
+    if fork:
+        return [
+            f"- Weights: a **model soup**, the uniform average of {len(runs)} runs forked from one training state at "
+            f"step {fork:,} (`recipes/shared_ti/augment.sh`, `soup.py`), each trained {runs[0]['steps']:,} more steps "
+            f"on its own data: {ingredients}. The soup was chosen over each run by the dev lists "
+            "([augmentation](augmentation.md)).",
+        ]
+    # forks warm-started from a checkpoint (init:) count their steps from 0
+    steps = ", ".join(f"{r['steps']:,}" for r in runs)
     return [
-        f"- Weights: a **model soup**, the uniform average of {len(runs)} runs forked from one training state at step "
-        f"{fork:,} (`recipes/shared_ti/augment.sh`, `soup.py`), each trained {runs[0]['steps']:,} more steps on its "
-        "own data: " + "; ".join(f"`{r['run']}` ({data(r)})" for r in runs) + ". The soup was chosen over each run "
-        "by the dev lists ([augmentation](augmentation.md)).",
+        f"- Weights: a **model soup**, the uniform average of {len(runs)} runs warm-started from `{t['init']}` "
+        f"(`recipes/shared_ti/round2.sh`, `soup.py`), each at the checkpoint of its best periodic dev validation, "
+        f"after {steps} steps on its own data: {ingredients}. It was chosen on the dev lists over the checkpoint they "
+        "started from, each run and the soup of their last checkpoints (`recipes/shared_ti/soup_choice.py`, "
+        "`benchmarks/results/soup_choice.json`).",
     ]
 
 
@@ -361,7 +372,14 @@ def render(record: dict[str, Any], resemblyzer: dict[str, Any] | None, baseline:
         "for a in control telephone specaug noise_reverb speed; do bash recipes/shared_ti/augment.sh $a; done",
         "python recipes/shared_ti/soup.py exp/aug_control exp/aug_telephone exp/aug_specaug --out exp/soup3.pt",
         "python recipes/shared_ti/augment_ab.py exp/aug_{control,telephone,specaug,noise_reverb,speed} exp/soup3.pt",
-        "bash recipes/shared_ti/bundle.sh exp/soup3.pt      # the candidate chosen on dev; float32 and int8 forms",
+        "bash recipes/shared_ti/round2.sh                                  # forks of soup3 (v4), 1,200 steps each",
+        "python recipes/shared_ti/soup.py exp/shared_ti_v4 exp/g2_{telephone,specaug} --fork-step 0 --checkpoint best "
+        "--out exp/soup5.pt",
+        "python recipes/shared_ti/soup.py exp/shared_ti_v4 exp/g2_{telephone,specaug} --fork-step 0 "
+        "--out exp/soup_g2_3.pt",
+        "python recipes/shared_ti/soup_choice.py exp/soup3.pt exp/{shared_ti_v4,g2_telephone,g2_specaug}/best.pt "
+        "exp/soup_g2_3.pt exp/soup5.pt",
+        "bash recipes/shared_ti/bundle.sh exp/soup5.pt      # the candidate chosen on dev; float32 and int8 forms",
         "python benchmarks/resemblyzer_eer.py                               # optional: pip install 'ge2e[bench]'",
         "python recipes/shared_ti/model_card.py",
         "```",
