@@ -34,7 +34,8 @@ class ConversationConfig:
     """How conversations are laid out (all durations in seconds).
 
     Attributes:
-        turns_per_speaker: turns = this x the number of speakers; every speaker talks at least once.
+        turns_per_speaker: turns = this x the number of speakers (x 2 for one speaker, a monologue as long as a
+            dialogue); every speaker talks at least once.
         turn_s: (min, max) target turn length; a turn is whole VAD regions, so it may run a little longer.
         pause_s: (min, max) silence between turns; (0, 0) for none.
         overlap_prob: chance that a turn starts before the previous one ends.
