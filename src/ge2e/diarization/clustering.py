@@ -228,23 +228,23 @@ def centroid_count(
     two leaves two alike halves, and a spurious cluster of a few odd points is light.
     """
     data = np.ascontiguousarray(embeddings, dtype=np.float64)
+    unit = data / np.linalg.norm(data, axis=1, keepdims=True)
     for k in range(max_speakers, max(min_speakers, 2) - 1, -1):
         labels = np.asarray(_partition(data.tobytes(), data.shape, k, window_overlap))
-        if k == min_speakers or _distinct(data, labels, k, weights, max_cos, min_weight):
+        if k == min_speakers or _distinct(unit, labels, k, weights, max_cos, min_weight):
             return labels
     return np.zeros(len(embeddings), dtype=int)
 
 
 def _distinct(
-    embeddings: np.ndarray, labels: np.ndarray, k: int, weights: np.ndarray, max_cos: float, min_weight: float
+    unit: np.ndarray, labels: np.ndarray, k: int, weights: np.ndarray, max_cos: float, min_weight: float
 ) -> bool:
-    """Whether the ``labels`` form ``k`` clusters that are all distinct speakers: every pair of centroids
-    (``weights``-weighted means of the unit d-vectors, normalised) has cosine below ``max_cos`` and every
+    """Whether the ``labels`` of the unit d-vectors ``unit`` form ``k`` clusters that are all distinct speakers:
+    every pair of centroids (``weights``-weighted means, normalised) has cosine below ``max_cos`` and every
     cluster weighs at least ``min_weight``."""
     ids = np.unique(labels)
     if len(ids) != k:
         return False
-    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
     centres = np.stack([(weights[labels == c, None] * unit[labels == c]).sum(axis=0) for c in ids])
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     cosines = (centres @ centres.T)[np.triu_indices(k, 1)]
@@ -285,8 +285,10 @@ def silhouette_count(
     lo = max(min_speakers, 2)
     if min_speakers == max_speakers:
         return partition(lo)
-    if min_speakers == 1 and (n < 3 or not _distinct(data, partition(2), 2, weights, one_speaker_cos, min_weight)):
-        return np.zeros(n, dtype=int)
+    if min_speakers == 1:
+        unit = data / np.linalg.norm(data, axis=1, keepdims=True)
+        if n < 3 or not _distinct(unit, partition(2), 2, weights, one_speaker_cos, min_weight):
+            return np.zeros(n, dtype=int)
     best: tuple[float, np.ndarray] | None = None
     for k in range(lo, min(max_speakers, n - 1) + 1):  # the silhouette needs 2 <= clusters < points
         labels = partition(k)

@@ -164,17 +164,18 @@ def embed_speech(
             name, f"{len(speech_frames) * frame_s * 1000:.0f} ms of speech, need {audio.min_speech_ms:.0f} ms"
         )
     speech = feats[torch.from_numpy(speech_frames)]
+    window_mean = audio.mean_normalize and cfg.window_mean
     if audio.mean_normalize and not cfg.window_mean:
         speech = speech - speech.mean(dim=0, keepdim=True)
 
     icfg = window_config(cfg, frame_s, model.inference.batch_windows)
     cut = windows(speech, icfg)  # (N, min(F, size), n_mels)
-    if audio.mean_normalize and cfg.window_mean:
+    if window_mean:
         cut = cut - cut.mean(dim=1, keepdim=True)
     embeddings = embed_frames(model, cut)
     frame_segment = cut_segments(speech_frames, frame_s, cfg.segment_s)
     pieces = speech.split(np.bincount(frame_segment).tolist())
-    if audio.mean_normalize and cfg.window_mean:
+    if window_mean:
         pieces = [piece - piece.mean(dim=0, keepdim=True) for piece in pieces]
     starts = np.asarray(window_starts(len(speech_frames), icfg), dtype=np.float64)
     window_centres = starts + cut.shape[1] / 2
