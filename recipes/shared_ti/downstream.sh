@@ -2,11 +2,11 @@
 # Everything that depends on the bundled model, re-run after bundle.sh made a new one (issue 11, item 8): the
 # training curve, the model card (official test lists, Resemblyzer side by side), int8 vs float32 EER and speed,
 # the diarization tuning and tables, the short-utterance figures. Two lanes, one core each, logs under logs/.
-#   bash recipes/shared_ti/downstream.sh [run ...]     (run folders of the model's lineage; default: v4's, the
-#                                                       three augment.sh arms averaged into it)
+#   bash recipes/shared_ti/downstream.sh [run ...]     (run folders of the model's lineage; default: v5's, the
+#                                                       three round2.sh forks averaged into it)
 set -euo pipefail
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-if [ $# -eq 0 ]; then set -- exp/aug_control exp/aug_telephone exp/aug_specaug; fi
+if [ $# -eq 0 ]; then set -- exp/shared_ti_v4 exp/g2_telephone exp/g2_specaug; fi
 runs=("$@")
 mkdir -p logs
 card() {
