@@ -514,6 +514,7 @@ def test_cli_rttm_has_no_turn_under_the_minimum_and_speaker_options_work(
         (["--min-speakers", "2", "--max-speakers", "2"], 0.25, 2),
     ):
         assert main(["diarize", str(wav), "--out", str(out), *args]) == 0, capsys.readouterr().err
+        assert ("(estimated;" in capsys.readouterr().out) == (count is None), args
         lines = [line.split() for line in out.read_text().splitlines()]
         assert lines and all(float(fields[4]) >= minimum for fields in lines), args
         if count is not None:
