@@ -196,6 +196,25 @@ def test_silhouette_says_one_speaker_when_its_two_clusters_are_alike() -> None:
     assert set(cluster(x, 1, 8, "silhouette", tuning=tuning, weights=weights).tolist()) == {0}
 
 
+def test_a_light_cluster_unlike_the_rest_does_not_make_the_recording_one_speaker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # NME-SC may split off a few odd segments first (here 1.2 s, under the least speech per speaker); the one-vs-many
+    # test still says several, and the k whose speakers all say enough decide (three: the odd ones join one)
+    from ge2e.diarization import clustering
+
+    x, truth = clusters([30, 30, 30, 3], seed=0)
+    partitions = {2: (truth == 3).astype(int), 3: np.where(truth == 3, 0, truth), 4: truth}
+
+    def fake(data: bytes, shape: tuple[int, int], k: int, window_overlap: int) -> tuple[int, ...]:
+        return tuple(partitions.get(k, np.arange(shape[0]) % k).tolist())
+
+    monkeypatch.setattr(clustering, "_partition", fake)
+    tuning = Tuning(silhouette_bonus=0.0, silhouette_min_s=5.0, one_speaker_cos=0.5)
+    labels = cluster(x, 1, 8, "silhouette", tuning=tuning, weights=np.full(len(x), 0.4))
+    assert labels.tolist() == partitions[3].tolist()
+
+
 def test_a_monologue_is_as_long_as_a_dialogue_and_never_overlaps() -> None:
     import itertools
 

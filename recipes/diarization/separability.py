@@ -25,6 +25,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_eval_set import PER_COUNT
 from tune import OUT, SILHOUETTE_BONUSES, cache_name, count, embed_set, ensure_set, set_id
 
 from ge2e.audio import load_speech, log_mel
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", type=Path, help="checkpoint or exported encoder (default: the bundled model)")
     p.add_argument("--split", choices=("dev", "test"), default="dev")
-    p.add_argument("--per-count", type=int, default=16)
+    p.add_argument("--per-count", type=int, default=PER_COUNT)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     torch.set_num_threads(1)

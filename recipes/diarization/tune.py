@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from make_eval_set import CONVERSATION, REPO, SPEAKER_COUNTS, build, data_root, split_sources
+from make_eval_set import CONVERSATION, PER_COUNT, REPO, SPEAKER_COUNTS, build, data_root, split_sources
 
 from ge2e.audio import load_audio
 from ge2e.config import InferenceConfig
@@ -176,16 +176,33 @@ def count(segments) -> int:
 
 
 def summary(refs: dict, hyps: dict, uris: list[str]) -> dict:
-    """Count accuracy and DER parts (fractions of scored speech) over ``uris``."""
+    """Count accuracy and DER parts (fractions of scored speech) over ``uris``, with 95% intervals: Wilson's for
+    the count accuracy, a bootstrap over conversations for the DER."""
+    from scipy.stats import binomtest
+
     scored = der({u: refs[u] for u in uris}, hyps, COLLAR)
+    right = sum(count(hyps[u]) == count(refs[u]) for u in uris)
+    interval = binomtest(right, len(uris)).proportion_ci(method="wilson")
     return {
-        "count_accuracy": float(np.mean([count(hyps[u]) == count(refs[u]) for u in uris])),
+        "count_accuracy": right / len(uris),
+        "count_accuracy_ci": [float(interval.low), float(interval.high)],
         "der": scored.der,
+        "der_ci": der_interval(refs, hyps, uris),
         "der_no_collar": der({u: refs[u] for u in uris}, hyps, 0.0).der,
         "missed": scored.missed / scored.total,
         "false_alarm": scored.false_alarm / scored.total,
         "confusion": scored.confusion / scored.total,
     }
+
+
+def der_interval(refs: dict, hyps: dict, uris: list[str], draws: int = 2000) -> list[float]:
+    """95% percentile-bootstrap interval of the pooled DER (collar ``COLLAR``), resampling conversations."""
+    parts = [der({u: refs[u]}, hyps, COLLAR) for u in uris]
+    errors = np.array([p.missed + p.false_alarm + p.confusion for p in parts])
+    totals = np.array([p.total for p in parts])
+    picks = np.random.default_rng(0).integers(0, len(uris), size=(draws, len(uris)))
+    ders = errors[picks].sum(axis=1) / np.maximum(totals[picks].sum(axis=1), 1e-9)
+    return np.percentile(ders, [2.5, 97.5]).tolist()
 
 
 def grouped(refs: dict, hyps: dict) -> dict:
@@ -263,16 +280,22 @@ def evaluate(systems: dict, refs: dict, tunings: dict[str, Tuning], levels: dict
     return rows
 
 
+def interval(bounds: list[float], digits: int) -> str:
+    return f"{100 * bounds[0]:.{digits}f}-{100 * bounds[1]:.{digits}f}"
+
+
 def table(rows: dict, groups: tuple[str, ...]) -> list[str]:
     lines = [
-        "| embedding / method | group | speakers right | DER | missed | false alarm | confusion | DER, no collar |",
+        "| embedding / method | group | speakers right (95% CI) | DER (95% CI) | missed | false alarm | confusion | "
+        "DER, no collar |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for label, row in rows.items():
         for g in groups:
             r = row["groups"][g] if "groups" in row else row[g]
             lines.append(
-                f"| {label} | {g} spk | {100 * r['count_accuracy']:.0f}% | {100 * r['der']:.1f}% | "
+                f"| {label} | {g} spk | {100 * r['count_accuracy']:.0f}% ({interval(r['count_accuracy_ci'], 0)}) | "
+                f"{100 * r['der']:.1f}% ({interval(r['der_ci'], 1)}) | "
                 f"{100 * r['missed']:.1f}% | {100 * r['false_alarm']:.1f}% | {100 * r['confusion']:.1f}% | "
                 f"{100 * r['der_no_collar']:.1f}% |"
             )
@@ -307,7 +330,8 @@ def markdown(results: dict) -> str:
             f"of **test** speakers ({test['hours']:.2f} h) for the test table; 1 to 8 speakers each (one-speaker "
             "recordings as long as two-speaker conversations, so the length does not tell). DER pooled over "
             f"the conversations of a group, collar {COLLAR} s on each side of every reference boundary (the last "
-            "column without).",
+            "column without). In brackets, 95% intervals: Wilson's for the share of conversations counted right, "
+            "a bootstrap over the group's conversations for the DER.",
             "",
             f"**Dev** (tuning; for the model on {level} the chosen `ahc` threshold is {tuning['ahc_threshold']}, "
             f"the `eigengap` percentile {tuning['eigengap_p']}, the `centroid` cosine {tuning['centroid_max_cos']} "
@@ -323,7 +347,8 @@ def markdown(results: dict) -> str:
             "clustering tuned on its dev d-vectors):",
             "",
             f"With this model the default finds the right number of speakers in {100 * small['count_accuracy']:.0f}% "
-            f"of the 2-4 speaker test conversations at a DER of {100 * small['der']:.1f}%, so the target of issue 15 "
+            f"({interval(small['count_accuracy_ci'], 0)}%) of the 2-4 speaker test conversations at a DER of "
+            f"{100 * small['der']:.1f}% ({interval(small['der_ci'], 1)}%), so the target of issue 15 "
             f"(at least {100 * TARGET_COUNT_ACCURACY:.0f}% and below {100 * TARGET_DER:.0f}%) is "
             f"**{'met' if met else 'not met'}**; at 5-8 speakers it is {100 * large['count_accuracy']:.0f}% and "
             f"{100 * large['der']:.1f}%. It says one speaker for {100 * one['count_accuracy']:.0f}% of the "
@@ -367,7 +392,9 @@ def model_meta(model) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", type=Path, help="checkpoint or exported encoder (default: the bundled model)")
-    p.add_argument("--per-count", type=int, default=16, help="conversations per speaker count and split (default 16)")
+    p.add_argument(
+        "--per-count", type=int, default=PER_COUNT, help=f"conversations per speaker count and split ({PER_COUNT})"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-resemblyzer", action="store_true", help="leave out the Resemblyzer reference rows")
     p.add_argument("--docs", type=Path, default=REPO / "docs", help="where diarization.md and img/ are updated")
