@@ -503,7 +503,7 @@ def test_each_window_is_normalised_by_its_own_mean(data_root: Path, untrained: S
 
 @pytest.mark.parametrize("speakers", [2, 3])
 def test_a_real_conversation_is_diarized_better_than_one_speaker(data_root: Path, speakers: int) -> None:
-    # how often the count is right is a property of the model, measured on 56 test conversations by
+    # how often the count is right is a property of the model, measured on the test conversations by
     # recipes/diarization/tune.py; here: the speaker options hold and the turns follow the voices
     from ge2e.pretrained import load_model
 
