@@ -43,7 +43,7 @@ from ge2e.audio import load_audio
 from ge2e.config import InferenceConfig
 from ge2e.diarization import load_encoder, read_rttm
 from ge2e.diarization.clustering import METHODS, TUNED_PATH, Tuning
-from ge2e.diarization.evaluate import der, pyannote_der
+from ge2e.diarization.evaluate import DerResult, der, pyannote_der
 from ge2e.diarization.pipeline import DiarizationConfig, SpeechWindows, diarize_speech, embed_speech, window_config
 from ge2e.diarization.plot import plot_timeline
 from ge2e.files import atomic_write
@@ -180,14 +180,18 @@ def summary(refs: dict, hyps: dict, uris: list[str]) -> dict:
     the count accuracy, a bootstrap over conversations for the DER."""
     from scipy.stats import binomtest
 
-    scored = der({u: refs[u] for u in uris}, hyps, COLLAR)
+    # each conversation scored once: pooled here, resampled by der_interval
+    files = [der({u: refs[u]}, hyps, COLLAR) for u in uris]
+    scored = DerResult(COLLAR)
+    for u, f in zip(uris, files, strict=True):
+        scored.add(u, f.total, f.missed, f.false_alarm, f.confusion)
     right = sum(count(hyps[u]) == count(refs[u]) for u in uris)
     interval = binomtest(right, len(uris)).proportion_ci(method="wilson")
     return {
         "count_accuracy": right / len(uris),
         "count_accuracy_ci": [float(interval.low), float(interval.high)],
         "der": scored.der,
-        "der_ci": der_interval(refs, hyps, uris),
+        "der_ci": der_interval(files),
         "der_no_collar": der({u: refs[u] for u in uris}, hyps, 0.0).der,
         "missed": scored.missed / scored.total,
         "false_alarm": scored.false_alarm / scored.total,
@@ -195,12 +199,11 @@ def summary(refs: dict, hyps: dict, uris: list[str]) -> dict:
     }
 
 
-def der_interval(refs: dict, hyps: dict, uris: list[str], draws: int = 2000) -> list[float]:
-    """95% percentile-bootstrap interval of the pooled DER (collar ``COLLAR``), resampling conversations."""
-    parts = [der({u: refs[u]}, hyps, COLLAR) for u in uris]
-    errors = np.array([p.missed + p.false_alarm + p.confusion for p in parts])
-    totals = np.array([p.total for p in parts])
-    picks = np.random.default_rng(0).integers(0, len(uris), size=(draws, len(uris)))
+def der_interval(files: list[DerResult], draws: int = 2000) -> list[float]:
+    """95% percentile-bootstrap interval of the pooled DER, resampling the conversations scored in ``files``."""
+    errors = np.array([f.missed + f.false_alarm + f.confusion for f in files])
+    totals = np.array([f.total for f in files])
+    picks = np.random.default_rng(0).integers(0, len(files), size=(draws, len(files)))
     ders = errors[picks].sum(axis=1) / np.maximum(totals[picks].sum(axis=1), 1e-9)
     return np.percentile(ders, [2.5, 97.5]).tolist()
 
