@@ -458,6 +458,35 @@ def test_cli_reports_bad_and_silent_audio_in_one_line(
     assert code == 1 and "not both" in capsys.readouterr().err
 
 
+def test_cli_min_speaker_speech_reaches_the_counting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from types import SimpleNamespace
+
+    used = []
+
+    def fake_diarize(speech, *args):
+        used.append(args[-1])
+        return [Segment(0.0, 1.0, "SPEAKER_00")]
+
+    monkeypatch.setattr("ge2e.cli.diarize.open_model", lambda args: None)
+    monkeypatch.setattr("ge2e.diarization.embed_speech", lambda *a, **k: SimpleNamespace(speech_s=1.0, duration_s=1.0))
+    monkeypatch.setattr("ge2e.diarization.pipeline.diarize_speech", fake_diarize)
+    audio = tmp_path / "a.wav"
+    audio.write_bytes(b"never decoded here")
+    out = str(tmp_path / "o.rttm")
+    assert main(["diarize", str(audio), "--out", out]) == 0
+    assert used[-1] == tuned()
+    assert main(["diarize", str(audio), "--out", out, "--min-speaker-speech", "2"]) == 0
+    assert used[-1].silhouette_min_s == used[-1].min_speaker_s == 2.0
+    assert "--min-speaker-speech" in capsys.readouterr().out  # the estimated count says how to find quieter speakers
+    for bad in ("-1", "nan", "inf"):
+        assert main(["diarize", str(audio), "--out", out, "--min-speaker-speech", bad]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "--min-speaker-speech" in err, err
+    assert len(used) == 2
+
+
 # ---- real conversations of test speakers -------------------------------------------------------------------
 
 

@@ -31,6 +31,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=METHODS,
         help=f"clustering and speaker counting (default {tuned().method}, the best on dev; docs/diarization.md)",
     )
+    p.add_argument(
+        "--min-speaker-speech",
+        type=float,
+        metavar="S",
+        help=f"when the count is estimated, the least seconds of speech a speaker needs (default "
+        f"{tuned().silhouette_min_s:g}, tuned on dev); lower it when someone says only a few words",
+    )
     add_model_options(p)
     p.add_argument("--window", type=float, default=1.6, metavar="S", help="d-vector window in seconds (default 1.6)")
     p.add_argument("--step", type=float, default=0.4, metavar="S", help="window hop in seconds (default 0.4)")
@@ -61,6 +68,8 @@ def _uri(path: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from ge2e.diarization import DiarizationConfig, embed_speech, write_rttm
     from ge2e.diarization.pipeline import diarize_speech, speaker_range
     from ge2e.errors import AudioError
@@ -68,11 +77,17 @@ def run(args: argparse.Namespace) -> int:
 
     lo, hi = speaker_range(args.num_speakers, args.min_speakers, args.max_speakers)
     # the count is right for about half the test conversations (docs/diarization.md): say when it is a guess
-    guessed = " (estimated; --num-speakers K sets it)" if lo < hi else ""
+    guessed = " (estimated; --num-speakers K sets it, --min-speaker-speech S finds quieter speakers)" if lo < hi else ""
     try:
         cfg = DiarizationConfig(window_s=args.window, step_s=args.step, min_duration_s=args.min_duration)
     except ValueError as exc:
         raise Ge2eError(str(exc)) from None
+    tuning = tuned()
+    if args.min_speaker_speech is not None:
+        least = args.min_speaker_speech
+        if not 0 <= least < float("inf"):
+            raise Ge2eError(f"--min-speaker-speech must be a number of seconds >= 0, got {least}")
+        tuning = replace(tuning, silhouette_min_s=least, min_speaker_s=least)
     paths = [Path(a) for a in args.audio]
     uris = [_uri(p) for p in paths]
     if len(set(uris)) < len(uris):
@@ -83,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
     for path, uri in zip(paths, uris, strict=True):
         try:
             speech = embed_speech(model, path, cfg=cfg)
-            segments = diarize_speech(speech, args.num_speakers, args.min_speakers, args.max_speakers, args.method, cfg)
+            segments = diarize_speech(
+                speech, args.num_speakers, args.min_speakers, args.max_speakers, args.method, cfg, tuning
+            )
         except AudioError as exc:
             if len(paths) == 1:
                 raise
