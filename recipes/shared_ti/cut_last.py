@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import torch
-from model_card import DEFAULT_BASELINE, _read_json, compute, lineage, training_facts
+from model_card import DEFAULT_BASELINE, compute, lineage, read_json, training_facts
 
 from ge2e.config import load_config
 from ge2e.model import SpeakerEncoder
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     encoder = encoder_from_last(args.run)
     step, cfg = encoder.meta["step"], encoder.meta["config"]
     facts = training_facts(encoder, args.run)
-    facts["lineage"] = lineage(facts, _read_json(Path(args.baseline)))
+    facts["lineage"] = lineage(facts, read_json(Path(args.baseline)))
     total = compute(facts)
     encoder.save(args.out, step=step, config=cfg, lineage=total, source=str(args.run / "last.pt"))
     print(f"{args.out}: step {step}; lineage {total}")

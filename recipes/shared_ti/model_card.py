@@ -388,7 +388,8 @@ def render(record: dict[str, Any], resemblyzer: dict[str, Any] | None, baseline:
     return "\n".join(lines)
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON record at ``path``, or None where there is none (a first run, a missing baseline)."""
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -409,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.render:
-        record = _read_json(Path(args.results))
+        record = read_json(Path(args.results))
         if record is None:
             print(f"model_card: {args.results} not found", file=sys.stderr)
             return 1
@@ -422,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         model = SpeakerEncoder.load(args.model)
-        calibration = _read_json(calibration_path(args.model))
+        calibration = read_json(calibration_path(args.model))
         sha = file_sha256(args.model)
         if calibration and calibration.get("model_sha256") != sha:
             raise Ge2eError(f"{calibration_path(args.model)}: made for other weights; re-run calibrate.py")
@@ -431,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model_card: {exc}", file=sys.stderr)
         return 1
     results_path = Path(args.results)
-    previous = _read_json(results_path)
+    previous = read_json(results_path)
     if args.check:
         if previous is None or previous.get("test") != test:
             print(f"model_card: figures differ from {results_path}", file=sys.stderr)
@@ -464,7 +465,7 @@ def _write(record: dict[str, Any], args: argparse.Namespace) -> int:
     """Write the figures JSON and the card rendered from it."""
     results_text = json.dumps(record, indent=1) + "\n"
     atomic_write(args.results, lambda f: f.write(results_text), "w")
-    card = render(record, _read_json(Path(args.resemblyzer)), _read_json(Path(args.baseline)))
+    card = render(record, read_json(Path(args.resemblyzer)), read_json(Path(args.baseline)))
     atomic_write(args.out, lambda f: f.write(card), "w")
     print(f"wrote {args.out} and {args.results}")
     return 0

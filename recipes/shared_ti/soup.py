@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 from cut_last import encoder_from_last
-from model_card import DEFAULT_BASELINE, _read_json, compute, lineage, training_facts, wall_time
+from model_card import DEFAULT_BASELINE, compute, lineage, read_json, training_facts, wall_time
 
 from ge2e.model import SpeakerEncoder
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     soup_meta = {"runs": ingredients, "extra": extra}
     # lineage: all the compute behind these weights, for a run warm-started from them (model_card.lineage)
     facts = training_facts(first, args.runs[0])
-    facts["lineage"] = lineage(facts, _read_json(DEFAULT_BASELINE))  # what a warm start began from
+    facts["lineage"] = lineage(facts, read_json(DEFAULT_BASELINE))  # what a warm start began from
     total = compute({**facts, "soup": soup_meta})
     soup.save(args.out, step=first.meta["step"], config=first.meta["config"], soup=soup_meta, lineage=total)
     print(f"{args.out}: the average of {len(models)} runs at step {first.meta['step']}; extra compute {extra}")
