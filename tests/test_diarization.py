@@ -196,6 +196,14 @@ def test_silhouette_says_one_speaker_when_its_two_clusters_are_alike() -> None:
     assert set(cluster(x, 1, 8, "silhouette", tuning=tuning, weights=weights).tolist()) == {0}
 
 
+@pytest.mark.parametrize("field", ["min_speaker_s", "silhouette_min_s"])
+@pytest.mark.parametrize("seconds", [-1.0, float("nan"), float("inf")])
+def test_a_tuning_needs_a_finite_least_speech_per_speaker(field: str, seconds: float) -> None:
+    with pytest.raises(ValueError, match=field):
+        Tuning(**{field: seconds})
+    assert getattr(Tuning(**{field: 0.0}), field) == 0.0
+
+
 def test_a_light_cluster_unlike_the_rest_does_not_make_the_recording_one_speaker(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

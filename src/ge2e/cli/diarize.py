@@ -85,9 +85,10 @@ def run(args: argparse.Namespace) -> int:
     tuning = tuned()
     if args.min_speaker_speech is not None:
         least = args.min_speaker_speech
-        if not 0 <= least < float("inf"):
-            raise Ge2eError(f"--min-speaker-speech must be a number of seconds >= 0, got {least}")
-        tuning = replace(tuning, silhouette_min_s=least, min_speaker_s=least)
+        try:
+            tuning = replace(tuning, silhouette_min_s=least, min_speaker_s=least)
+        except ValueError:
+            raise Ge2eError(f"--min-speaker-speech must be a number of seconds >= 0, got {least}") from None
     paths = [Path(a) for a in args.audio]
     uris = [_uri(p) for p in paths]
     if len(set(uris)) < len(uris):
