@@ -58,6 +58,8 @@ CENTROID_COSINES = np.round(np.arange(0.50, 0.951, 0.025), 3)
 MIN_SPEAKER_SECONDS = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0)
 SILHOUETTE_BONUSES = np.round(np.arange(0.0, 0.401, 0.025), 3)
 ONE_SPEAKER_COSINES = np.round(np.arange(0.40, 0.951, 0.025), 3)
+RESEGMENT_SHARPNESSES = (0.0, 10.0, 20.0, 40.0)  # 0: no resegmentation
+RESEGMENT_STAYS = (0.35, 0.5, 0.7)
 LEVELS = {"segments": True, "windows": False}
 COLLAR = 0.25
 TARGET_COUNT_ACCURACY, TARGET_DER = 0.80, 0.15  # issue 15, 2-4 speakers
@@ -238,6 +240,9 @@ def tune(speeches: dict, refs: dict) -> tuple[Tuning, dict, dict[str, Tuning]]:
             tuning = best("silhouette", tuning, "silhouette_min_s", MIN_SPEAKER_SECONDS)
             tuning = best("silhouette", tuning, "one_speaker_cos", ONE_SPEAKER_COSINES)
             tuning = best("silhouette", tuning, "silhouette_bonus", SILHOUETTE_BONUSES)
+            # the resegmentation, on the counting rule that has been the default since it was added
+            tuning = best("silhouette", tuning, "resegment_sharpness", RESEGMENT_SHARPNESSES)
+            tuning = best("silhouette", tuning, "resegment_stay", RESEGMENT_STAYS)
         else:
             fields = ("centroid_max_cos", "min_speaker_s", "silhouette_bonus", "silhouette_min_s", "one_speaker_cos")
             tuning = replace(tuning, **{f: getattr(levels["segments"], f) for f in fields})
@@ -305,12 +310,18 @@ def table(rows: dict, groups: tuple[str, ...]) -> list[str]:
     return lines
 
 
+def reseg(t: dict) -> str:
+    if not t["resegment_sharpness"]:
+        return "no resegmentation"
+    return f"resegmentation sharpness {t['resegment_sharpness']:g} and stay {t['resegment_stay']:g}"
+
+
 def markdown(results: dict) -> str:
     model, tuning, load = results["model"], results["tuning"]["model"], results["load_average"]
     others = "".join(
         f" ({name}'s d-vectors: threshold {t['ahc_threshold']}, percentile {t['eigengap_p']}, centroid cosine "
         f"{t['centroid_max_cos']} and {t['min_speaker_s']:g} s, silhouette bonus {t['silhouette_bonus']}, "
-        f"{t['silhouette_min_s']:g} s and one-speaker cosine {t['one_speaker_cos']}, on "
+        f"{t['silhouette_min_s']:g} s and one-speaker cosine {t['one_speaker_cos']}, {reseg(t)}, on "
         f"{'segments' if t['segments'] else 'windows'})"
         for name, t in results["tuning"].items()
         if name != "model"
@@ -340,7 +351,8 @@ def markdown(results: dict) -> str:
             f"the `eigengap` percentile {tuning['eigengap_p']}, the `centroid` cosine {tuning['centroid_max_cos']} "
             f"with at least {tuning['min_speaker_s']:g} s per speaker, the `silhouette` bonus "
             f"{tuning['silhouette_bonus']} per ln(speakers) with at least {tuning['silhouette_min_s']:g} s per speaker "
-            f"and one speaker from a centroid cosine of {tuning['one_speaker_cos']} (on windows: threshold "
+            f"and one speaker from a centroid cosine of {tuning['one_speaker_cos']}, {reseg(tuning)} "
+            f"(on windows: threshold "
             f"{windows_t['ahc_threshold']}, percentile {windows_t['eigengap_p']}){others}; the default is "
             f"**{tuning['method']} on {level}**, the lowest dev DER with the model's d-vectors):",
             "",

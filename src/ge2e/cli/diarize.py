@@ -17,9 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "diarize",
         help="who spoke when: speaker turns of recordings as RTTM",
-        description="Speaker diarization: VAD, d-vectors of 1.6 s windows every 0.4 s of speech, clustering "
-        "(the number of speakers estimated unless given), turns of at least --min-duration written as RTTM (one "
-        "line per turn; the file id is the audio file name without extension).",
+        description="Speaker diarization: VAD, d-vectors of 1.6 s windows every 0.4 s of speech, clustering of "
+        "speech segments (the number of speakers estimated unless given), HMM resegmentation, turns of at least "
+        "--min-duration written as RTTM (one line per turn; the file id is the audio file name without extension).",
     )
     p.add_argument("audio", nargs="+", metavar="AUDIO", help="recording(s); several go into one RTTM file")
     p.add_argument("--out", required=True, metavar="RTTM", help="output RTTM file")

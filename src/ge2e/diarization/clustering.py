@@ -54,7 +54,8 @@ class Tuning:
     between two speakers' centroids ``centroid_max_cos`` and least speech per speaker ``min_speaker_s``
     (seconds), the ``silhouette`` method's bonus per ln(speakers) ``silhouette_bonus`` and least speech per
     speaker ``silhouette_min_s`` (seconds), the centroid cosine ``one_speaker_cos`` from which its two clusters
-    are one speaker, and whether speech ``segments`` rather than windows are clustered."""
+    are one speaker, whether speech ``segments`` rather than windows are clustered, and the resegmentation of
+    segments (:mod:`ge2e.diarization.resegment`): its ``resegment_sharpness`` (0: none) and ``resegment_stay``."""
 
     method: str = "nme-sc"
     eigengap_p: float = 0.95
@@ -65,12 +66,18 @@ class Tuning:
     silhouette_min_s: float = 5.0
     one_speaker_cos: float = 0.7
     segments: bool = True
+    resegment_sharpness: float = 0.0
+    resegment_stay: float = 0.5
 
     def __post_init__(self) -> None:
         for name in ("min_speaker_s", "silhouette_min_s"):
             seconds = getattr(self, name)
             if not 0 <= seconds < float("inf"):
                 raise ValueError(f"{name} must be a number of seconds >= 0, got {seconds}")
+        if not 0 <= self.resegment_sharpness < float("inf"):
+            raise ValueError(f"resegment_sharpness must be a finite number >= 0, got {self.resegment_sharpness}")
+        if not 0 < self.resegment_stay < 1:
+            raise ValueError(f"resegment_stay must be strictly between 0 and 1, got {self.resegment_stay}")
 
 
 @functools.cache

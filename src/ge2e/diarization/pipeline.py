@@ -1,4 +1,4 @@
-"""Who spoke when: VAD -> sliding-window d-vectors over the speech -> clustering -> smoothed speaker turns.
+"""Who spoke when: VAD -> sliding-window d-vectors over the speech -> clustering -> resegmentation -> turns.
 
 Follows Wang et al., "Speaker Diarization with LSTM" (ICASSP 2018): d-vectors of short, overlapping windows of
 speech, clustered into speakers (:mod:`ge2e.diarization.clustering`: how the number of speakers is found).
@@ -15,8 +15,9 @@ rather than single windows: the VAD speech regions (in a conversation turns are 
 a region is mostly one speaker), long ones cut into pieces of at most ``segment_s``. A segment's d-vector joins
 two scales: the d-vector of the segment's own frames (only its speaker, but often under a second of speech) and
 the normalise-average of the 1.6 s windows centred in it (more speech, but reaching into the neighbouring
-segments, which at a turn change belong to the other speaker). The clustering sees fewer, more reliable points,
-and every frame takes its segment's speaker.
+segments, which at a turn change belong to the other speaker). The clustering sees fewer, more reliable points;
+the segments are then resegmented in time order (:mod:`ge2e.diarization.resegment`), and every frame takes its
+segment's speaker.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch
 
 from ge2e.config import InferenceConfig
 from ge2e.diarization.clustering import Tuning, cluster, tuned
+from ge2e.diarization.resegment import resegment
 from ge2e.diarization.rttm import Segment
 from ge2e.errors import AudioTooShort, Ge2eError, NoSpeechError
 from ge2e.inference import Encoder, embed_frames, embed_mels, normalize_average, window_starts, windows
@@ -345,8 +347,8 @@ def diarize_speech(
     """Cluster the windows of :func:`embed_speech` and return the smoothed speaker turns (see :func:`diarize`).
 
     With ``tuning.segments`` (the default from ``tuned.json``) the clustering runs over :func:`speech_segments`
-    (each weighted by its seconds of speech) and every frame takes its segment's speaker; otherwise over the
-    windows.
+    (each weighted by its seconds of speech), the segments are resegmented (:mod:`ge2e.diarization.resegment`)
+    and every frame takes its segment's speaker; otherwise over the windows.
 
     ``tuning``: the tuned clustering settings to use instead of ``tuned.json``'s (dev tuning tries several).
     """
@@ -363,6 +365,7 @@ def diarize_speech(
         # speakers clustered over speech segments; too few segments for the speakers asked for: over windows
         count = len(units.embeddings)
         labels = cluster(units.embeddings, lo, min(hi, count), method, tuning=tuning, weights=units.durations)
+        labels = resegment(units.embeddings, units.durations, labels, tuning.resegment_sharpness, tuning.resegment_stay)
         turns = frame_turns(speech, labels[units.frame_segment])
     else:
         overlap = max(1, round(cfg.window_s / cfg.step_s))
