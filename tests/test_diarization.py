@@ -216,8 +216,8 @@ def test_a_light_cluster_unlike_the_rest_does_not_make_the_recording_one_speaker
     x, truth = clusters([30, 30, 30, 3], seed=0)
     partitions = {2: (truth == 3).astype(int), 3: np.where(truth == 3, 0, truth), 4: truth}
 
-    def fake(data: bytes, shape: tuple[int, int], k: int, window_overlap: int) -> tuple[int, ...]:
-        return tuple(partitions.get(k, np.arange(shape[0]) % k).tolist())
+    def fake(data: np.ndarray, k: int, window_overlap: int) -> np.ndarray:
+        return partitions.get(k, np.arange(len(data)) % k)
 
     monkeypatch.setattr(clustering, "_partition", fake)
     tuning = Tuning(silhouette_bonus=0.0, silhouette_min_s=5.0, one_speaker_cos=0.5)
@@ -240,8 +240,8 @@ def test_silhouette_counts_on_nme_sc_partitions_and_finds_the_speakers_by_kmeans
     rough[[0, 1, 30, 31]] = [1, 2, 2, 0]
     partitions = {2: np.minimum(truth, 1), 3: rough}
 
-    def fake(data: bytes, shape: tuple[int, int], k: int, window_overlap: int) -> tuple[int, ...]:
-        return tuple(partitions.get(k, np.arange(shape[0]) % k).tolist())
+    def fake(data: np.ndarray, k: int, window_overlap: int) -> np.ndarray:
+        return partitions.get(k, np.arange(len(data)) % k)
 
     monkeypatch.setattr(clustering, "_partition", fake)
     tuning = Tuning(silhouette_bonus=0.0, silhouette_min_s=1.0, one_speaker_cos=0.9)
@@ -602,3 +602,48 @@ def test_cli_rttm_has_no_turn_under_the_minimum_and_speaker_options_work(
         assert lines and all(float(fields[4]) >= minimum for fields in lines), args
         if count is not None:
             assert len({fields[7] for fields in lines}) == count, args
+
+
+def test_remembered_computes_once_per_input_and_forgets_the_least_recently_used() -> None:
+    from ge2e.diarization.clustering import remembered
+
+    calls = []
+
+    @remembered(maxsize=2)
+    def total(x: np.ndarray, k: int) -> np.ndarray:
+        calls.append((x.tobytes(), k))
+        return x.sum(axis=0) * k
+
+    a, b, c = np.ones((3, 2)), np.zeros((3, 2)), np.full((3, 2), 2.0)
+    assert total(a, 2).tolist() == [6.0, 6.0] and total(a.copy(), 2).tolist() == [6.0, 6.0]
+    assert total(b, 2).tolist() == [0.0, 0.0]  # same shape, other values: not confused with a
+    assert total(a, 3).tolist() == [9.0, 9.0]  # other arguments: computed again
+    assert len(calls) == 3
+    with pytest.raises(ValueError, match="read-only"):
+        total(a, 2)[0] = 1.0  # shared by every caller
+    total(a, 2)  # (a, 2) was evicted by (a, 3) at maxsize 2: computed again
+    total(c, 1)  # evicts (a, 3), the least recently used
+    total(a, 2)
+    assert len(calls) == 5
+    total(a, 3)
+    assert len(calls) == 6
+
+
+def test_dev_tuning_partitions_each_recording_once_per_k(monkeypatch: pytest.MonkeyPatch) -> None:
+    # tune.py runs silhouette over every dev conversation for each setting it tries: NME-SC is the costly part,
+    # and its partitions do not depend on the settings
+    from ge2e.diarization import clustering
+
+    calls = []
+    real = clustering.spectral
+
+    def counting(*args, **kwargs):
+        calls.append(args[1:3])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(clustering, "spectral", counting)
+    x, _ = clusters([20, 20, 20], seed=7)
+    weights = np.full(len(x), 0.4)
+    for bonus in (0.0, 0.1, 0.2):
+        cluster(x, 1, 6, "silhouette", tuning=Tuning(silhouette_bonus=bonus, silhouette_min_s=1.0), weights=weights)
+    assert sorted(calls) == [(k, k) for k in range(2, 7)]

@@ -20,7 +20,8 @@ The points clustered are either the window d-vectors or, by default, speech segm
 see :func:`ge2e.diarization.pipeline.speech_segments`).
 
 The numbers tuned on dev (``eigengap`` p, ``ahc`` threshold, ``centroid`` cosine and minimum, ``silhouette``
-bonus and minimum, segments or windows, the default method) live in ``tuned.json`` beside
+bonus and minimum, segments or windows, the default method, and the sharpness and stay probability of
+:mod:`ge2e.diarization.resegment`) live in ``tuned.json`` beside
 this module, with the model and split they were tuned on; ``tune.py`` rewrites it.
 """
 
@@ -28,8 +29,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +48,9 @@ AUTOTUNE_P_MAX = 0.95
 AUTOTUNE_STEP = 0.05
 SEED = 0
 SPECTRAL_MIN_POINTS = 4  # fewer points than this: no spectral clustering
+# partitions and k-means results remembered: every k of the 256 dev conversations at both levels (about 4,600),
+# with room; with 1,024 a pass over the dev set evicted each before the next setting asked for it again
+MEMORY = 16_384
 
 
 @dataclass(frozen=True)
@@ -218,30 +224,61 @@ def kmeans(embeddings: np.ndarray, min_speakers: int, max_speakers: int) -> np.n
     return best[1] if best is not None else np.zeros(n, dtype=int)
 
 
+def remembered(maxsize: int) -> Callable[[Callable[..., np.ndarray]], Callable[..., np.ndarray]]:
+    """Least-recently-used memory of a function of arrays, keyed by a digest of every array argument.
+
+    Dev tuning asks for the same partition of the same recording for every setting it tries: each k of every
+    conversation, thousands in all. ``functools.lru_cache`` would need the arrays' bytes as keys (megabytes per
+    entry); the digest is 16 bytes. Results are handed out read-only, since every caller shares them.
+    """
+
+    def decorate(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+        store: OrderedDict[tuple, np.ndarray] = OrderedDict()
+
+        @functools.wraps(fn)
+        def wrapper(*args: object) -> np.ndarray:
+            key = tuple(
+                (hashlib.blake2b(a.tobytes(), digest_size=16).digest(), a.shape, a.dtype.str)
+                if isinstance(a, np.ndarray)
+                else a
+                for a in args
+            )
+            if key in store:
+                store.move_to_end(key)
+                return store[key]
+            result = np.asarray(fn(*args))
+            result.setflags(write=False)
+            store[key] = result
+            if len(store) > maxsize:
+                store.popitem(last=False)
+            return result
+
+        return wrapper
+
+    return decorate
+
+
 def weighted_kmeans(embeddings: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
     """Cosine k-means of d-vectors ``(N, D)`` into ``k`` clusters, each point counting ``weights`` ``(N,)`` times
     (10 restarts, seeded) -> ``(N,)`` int labels. Remembered per input, as dev tuning asks for the same one often."""
     data = np.ascontiguousarray(embeddings, dtype=np.float64)
     scale = np.ascontiguousarray(weights, dtype=np.float64)
-    return np.asarray(_kmeans(data.tobytes(), data.shape, scale.tobytes(), k))
+    return _kmeans(data, scale, k).copy()
 
 
-@functools.lru_cache(maxsize=1024)
-def _kmeans(data: bytes, shape: tuple[int, int], weights: bytes, k: int) -> tuple[int, ...]:
+@remembered(maxsize=MEMORY)
+def _kmeans(data: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
     from sklearn.cluster import KMeans
 
-    embeddings = np.frombuffer(data, dtype=np.float64).reshape(shape)
-    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
-    scale = np.frombuffer(weights, dtype=np.float64)
-    return tuple(KMeans(n_clusters=k, n_init=10, random_state=SEED).fit_predict(unit, sample_weight=scale).tolist())
+    unit = data / np.linalg.norm(data, axis=1, keepdims=True)
+    return KMeans(n_clusters=k, n_init=10, random_state=SEED).fit_predict(unit, sample_weight=weights)
 
 
-@functools.lru_cache(maxsize=1024)
-def _partition(data: bytes, shape: tuple[int, int], k: int, window_overlap: int) -> tuple[int, ...]:
-    """NME-SC's partition into ``k`` clusters, remembered: it does not depend on the ``centroid`` settings, which
-    dev tuning tries many of on the same recordings."""
-    embeddings = np.frombuffer(data, dtype=np.float64).reshape(shape)
-    return tuple(spectral(embeddings, k, k, True, window_overlap=window_overlap).tolist())
+@remembered(maxsize=MEMORY)
+def _partition(data: np.ndarray, k: int, window_overlap: int) -> np.ndarray:
+    """NME-SC's partition into ``k`` clusters, remembered: it does not depend on the ``centroid`` or
+    ``silhouette`` settings, which dev tuning tries many of on the same recordings."""
+    return spectral(data, k, k, True, window_overlap=window_overlap)
 
 
 def centroid_count(
@@ -263,7 +300,7 @@ def centroid_count(
     data = np.ascontiguousarray(embeddings, dtype=np.float64)
     unit = data / np.linalg.norm(data, axis=1, keepdims=True)
     for k in range(max_speakers, max(min_speakers, 2) - 1, -1):
-        labels = np.asarray(_partition(data.tobytes(), data.shape, k, window_overlap))
+        labels = np.asarray(_partition(data, k, window_overlap))
         if k == min_speakers or _distinct(unit, labels, k, weights, max_cos, min_weight):
             return labels
     return np.zeros(len(embeddings), dtype=int)
@@ -320,7 +357,7 @@ def silhouette_count(
     data = np.ascontiguousarray(embeddings, dtype=np.float64)
 
     def partition(k: int) -> np.ndarray:
-        return np.asarray(_partition(data.tobytes(), data.shape, k, window_overlap))
+        return np.asarray(_partition(data, k, window_overlap))
 
     lo = max(min_speakers, 2)
     if min_speakers == max_speakers:
