@@ -36,3 +36,26 @@ def test_monologues_come_from_speakers_with_speech_for_twice_the_turns(tmp_path:
     # two-speaker conversations draw from every speaker
     assert any(s.startswith("short") for c in by_count[2] for s in c["speakers"])
     assert len(list((tmp_path / "wav").glob("*.wav"))) == len(list((tmp_path / "ref").glob("*.rttm"))) == 12
+
+
+def test_another_snr_gives_the_same_conversations_with_other_noise(tmp_path: Path) -> None:
+    # the noise-free twin of a set (--snr-db 100 100) must be the same conversations, or comparing the two
+    # measures other conversations as well as the noise
+    import soundfile as sf
+
+    sources = [source(f"s{i}", int(MIN_SPEECH_S) + 4) for i in range(4)]
+    sets = {}
+    for snr in ((10.0, 25.0), (100.0, 100.0)):
+        cfg = ConversationConfig(turns_per_speaker=2, turn_s=(1.0, 2.0), overlap_prob=0.5, snr_db=snr)
+        sets[snr] = (build(tmp_path / str(snr[0]), "dev", [2, 3], 2, cfg, 0, sources), tmp_path / str(snr[0]))
+    (noisy, noisy_dir), (quiet, quiet_dir) = sets.values()
+    assert noisy["conversations"] == quiet["conversations"]  # speakers, turns, timings
+    for c in noisy["conversations"]:
+        loud, _ = sf.read(noisy_dir / "wav" / f"{c['uri']}.wav")
+        clean, _ = sf.read(quiet_dir / "wav" / f"{c['uri']}.wav")
+        assert len(loud) == len(clean)
+        residual = loud - clean  # the noise at 10-25 dB, next to nothing at 100 dB
+        assert 10 * np.log10(np.mean(clean**2) / np.mean(residual**2)) < 30
+        assert (noisy_dir / "ref" / f"{c['uri']}.rttm").read_text() == (
+            quiet_dir / "ref" / f"{c['uri']}.rttm"
+        ).read_text()

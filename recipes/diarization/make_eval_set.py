@@ -2,6 +2,8 @@
 
     python recipes/diarization/make_eval_set.py --split dev --out exp/diarization/dev
     python recipes/diarization/make_eval_set.py --split test --out exp/diarization/test --per-count 32
+    python recipes/diarization/make_eval_set.py --split dev --per-count 16 --snr-db 100 100 \
+        --out exp/diarization/dev-noise-free   # the same conversations without their noise
 
 Speakers come from the official ``<corpus>.<split>`` lists of speechocean762 (read L2 English), wuw2 (8 kHz
 telephone calls), DSPSpeech-20 (isolated words) and Speech Commands (1 s keywords); LibriSpeech has no dev
@@ -10,7 +12,8 @@ over several short recordings; speakers with less than ``MIN_SPEECH_S`` of speec
 draws its speakers from the pooled corpora, so it can mix them.
 
 Writes ``<out>/wav/<uri>.wav`` (16 kHz, 16-bit), ``<out>/ref/<uri>.rttm`` and ``<out>/manifest.json``.
-Conversation ``k<K>_<i>`` has K speakers and its own seed ``(seed, K, i)``, so a set is reproducible.
+Conversation ``k<K>_<i>`` has K speakers and its own seed ``(seed, K, i)``, so a set is reproducible; another
+``--snr-db`` draws the same random numbers, so at 100 dB it gives the same conversations with no audible noise.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import json
 import os
 import sys
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +146,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--speakers", type=int, nargs="+", default=list(SPEAKER_COUNTS), help="speaker counts (1-8)")
     p.add_argument("--per-count", type=int, default=PER_COUNT, help=f"conversations per count (default {PER_COUNT})")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--snr-db",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        default=CONVERSATION.snr_db,
+        help="background noise SNR range in dB (default %(default)s)",
+    )
     return p.parse_args(argv)
 
 
@@ -151,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     out = args.out or REPO / "exp" / "diarization" / args.split
     sources = split_sources(data_root(), args.split, args.seed)
-    build(out, args.split, args.speakers, args.per_count, CONVERSATION, args.seed, sources)
+    cfg = replace(CONVERSATION, snr_db=tuple(args.snr_db))
+    build(out, args.split, args.speakers, args.per_count, cfg, args.seed, sources)
     return 0
 
 

@@ -1,6 +1,7 @@
 """How well d-vectors tell the speakers of one conversation apart, before any clustering (docs/diarization.md).
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python recipes/diarization/separability.py [--model PT] [--split dev]
+        [--set exp/diarization/dev-noise-free]
 
 On the conversations of tune.py (built or reused, embeddings from its cache), every pair of speech segments
 (:func:`ge2e.diarization.pipeline.speech_segments`) of one conversation is a trial: same reference speaker or not.
@@ -9,7 +10,9 @@ pipeline's) it prints the equal error rate of all pairs pooled and the mean per-
 curve, with and without centring the d-vectors of a recording; the equal error rate of the pairs within one
 corpus (both speakers from it); and, as a ceiling for any segmentation, the same for the reference turns embedded
 on their own frames (one speaker each, boundaries known), with the speaker count the default method finds over
-those turns for each silhouette bonus. Writes ``exp/diarization/separability-<split>.json``.
+those turns for each silhouette bonus. Writes ``exp/diarization/separability-<split or set>.json``. ``--set``
+scores another set built by ``make_eval_set.py`` instead, e.g. the noise-free twin of the dev set (its
+``--snr-db 100 100``), to see what the noise costs.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_eval_set import PER_COUNT
-from tune import OUT, SILHOUETTE_BONUSES, cache_name, count, embed_set, ensure_set, set_id
+from tune import OUT, SILHOUETTE_BONUSES, cache_name, count, embed_set, ensure_set, references, set_id
 
 from ge2e.audio import load_speech, log_mel
 from ge2e.diarization import load_encoder
@@ -103,14 +106,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", choices=("dev", "test"), default="dev")
     p.add_argument("--per-count", type=int, default=PER_COUNT)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", type=Path, dest="folder", help="a set built by make_eval_set.py (default: tune.py's)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     model = load_encoder(args.model)
-    manifest, refs = ensure_set(args.split, args.per_count, args.seed)
+    if args.folder:
+        manifest = json.loads((args.folder / "manifest.json").read_text())
+        folder, set_name, refs = args.folder, args.folder.name, references(args.folder, manifest)
+    else:
+        manifest, refs = ensure_set(args.split, args.per_count, args.seed)
+        folder, set_name = OUT / args.split, args.split
     # separation needs pairs of different speakers: the one-speaker recordings are left out
     refs = {uri: segments for uri, segments in refs.items() if count(segments) > 1}
-    cache = OUT / "cache" / cache_name(model_fingerprint(model)) / set_id(args.split, manifest)
-    speeches = embed_set(model, args.split, list(refs), cache)
+    cache = OUT / "cache" / cache_name(model_fingerprint(model)) / set_id(manifest["split"], manifest)
+    speeches = embed_set(model, folder, list(refs), cache)
 
     scales: dict[str, list] = {"windows": [], "own frames": [], "both": []}
     centred_scales: dict[str, list] = {k: [] for k in scales}
@@ -134,10 +143,16 @@ def main(argv: list[str] | None = None) -> int:
             if len(members) > 1:
                 within = np.where(np.isin(labels, members), labels, -1)
                 corpora.setdefault(corpus, []).append((vectors["both"], within))
-        turns.append((uri, *reference_turns(model, OUT / args.split / "wav" / f"{uri}.wav", speech, frames)))
-        print(f"{args.split}/{uri}", flush=True)
+        turns.append((uri, *reference_turns(model, folder / "wav" / f"{uri}.wav", speech, frames)))
+        print(f"{set_name}/{uri}", flush=True)
 
-    results: dict = {"split": args.split, "conversations": len(speeches), "scales": {}, "centred": {}}
+    results: dict = {
+        "split": manifest["split"],
+        "set": set_name,
+        "conversations": len(speeches),
+        "scales": {},
+        "centred": {},
+    }
     for name in scales:
         results["scales"][name] = separation(scales[name])
         results["centred"][name] = separation(centred_scales[name])
@@ -155,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         counting[f"{bonus:g}"] = {g: float(np.mean(r)) for g, r in right.items()}
     results["reference turns, silhouette count right"] = counting
 
-    print(f"\nsegment pairs of one conversation ({args.split}): EER pooled / mean AUC")
+    print(f"\nsegment pairs of one conversation ({set_name}): EER pooled / mean AUC")
     for name in scales:
         plain, cen = results["scales"][name], results["centred"][name]
         print(f"  {name:11s} {100 * plain['eer']:5.1f}% {plain['auc']:.3f}", end="")
@@ -166,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {key}: {100 * results[key]['eer']:.1f}% {results[key]['auc']:.3f}")
     best = max(counting.items(), key=lambda kv: kv[1]["2-4"])
     print(f"  reference turns, best silhouette bonus {best[0]}: count right {best[1]}")
-    path = OUT / f"separability-{args.split}.json"
+    path = OUT / f"separability-{set_name}.json"
     atomic_write(path, lambda f: f.write(json.dumps(results, indent=1)), "w")
     print(f"wrote {path}")
     return 0

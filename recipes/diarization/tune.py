@@ -77,8 +77,12 @@ def ensure_set(split: str, per_count: int, seed: int) -> tuple[dict, dict]:
     if manifest is None or [c["uri"] for c in manifest["conversations"]] != wanted or manifest["seed"] != seed:
         sources = split_sources(data_root(), split, seed)
         manifest = build(folder, split, list(SPEAKER_COUNTS), per_count, CONVERSATION, seed, sources)
-    refs = {c["uri"]: read_rttm(folder / "ref" / f"{c['uri']}.rttm")[c["uri"]] for c in manifest["conversations"]}
-    return manifest, refs
+    return manifest, references(folder, manifest)
+
+
+def references(folder: Path, manifest: dict) -> dict:
+    """``{uri: reference segments}`` of the set in ``folder``."""
+    return {c["uri"]: read_rttm(folder / "ref" / f"{c['uri']}.rttm")[c["uri"]] for c in manifest["conversations"]}
 
 
 def set_id(split: str, manifest: dict) -> str:
@@ -108,17 +112,18 @@ def load_speech(path: Path, name: str) -> tuple[SpeechWindows, float]:
     return SpeechWindows(name=name, **fields), seconds
 
 
-def embed_set(model, split: str, uris: list[str], cache: Path) -> dict[str, tuple[SpeechWindows, float]]:
-    """``{uri: (windows, seconds it took to embed)}`` of the model, from the cache or computed into it."""
+def embed_set(model, folder: Path, uris: list[str], cache: Path) -> dict[str, tuple[SpeechWindows, float]]:
+    """``{uri: (windows, seconds it took to embed)}`` of the model for the set in ``folder``, from the cache or
+    computed into it."""
     cache.mkdir(parents=True, exist_ok=True)
     result = {}
     for uri in uris:
         path = cache / f"{uri}.npz"
         if not path.exists():
             t0 = time.perf_counter()
-            speech = embed_speech(model, OUT / split / "wav" / f"{uri}.wav", name=uri)
+            speech = embed_speech(model, folder / "wav" / f"{uri}.wav", name=uri)
             save_speech(path, speech, time.perf_counter() - t0)
-            print(f"embedded {split}/{uri}", flush=True)
+            print(f"embedded {folder.name}/{uri}", flush=True)
         result[uri] = load_speech(path, uri)
     return result
 
@@ -434,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     for split in ("dev", "test"):
         manifest, refs[split] = ensure_set(split, args.per_count, args.seed)
         cached = set_id(split, manifest)
-        speeches = embed_set(model, split, list(refs[split]), OUT / "cache" / cache_name(fingerprint) / cached)
+        speeches = embed_set(model, OUT / split, list(refs[split]), OUT / "cache" / cache_name(fingerprint) / cached)
         systems[split] = {"model": speeches}
         if not args.no_resemblyzer:
             folder = OUT / "cache" / f"resemblyzer-seg{DiarizationConfig().segment_s:g}" / cached
