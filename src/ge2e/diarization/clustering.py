@@ -306,6 +306,13 @@ def centroid_count(
     return np.zeros(len(embeddings), dtype=int)
 
 
+def weighted_centroids(unit: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Unit centroid of each cluster, in the order of ``np.unique(labels)``: the ``weights``-weighted sum of its
+    unit d-vectors ``unit`` ``(N, D)``, normalised -> ``(K, D)``."""
+    centres = np.stack([(weights[labels == c, None] * unit[labels == c]).sum(axis=0) for c in np.unique(labels)])
+    return centres / np.linalg.norm(centres, axis=1, keepdims=True)
+
+
 def _distinct(
     unit: np.ndarray, labels: np.ndarray, k: int, weights: np.ndarray, max_cos: float, min_weight: float
 ) -> bool:
@@ -315,8 +322,7 @@ def _distinct(
     ids = np.unique(labels)
     if len(ids) != k:
         return False
-    centres = np.stack([(weights[labels == c, None] * unit[labels == c]).sum(axis=0) for c in ids])
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    centres = weighted_centroids(unit, labels, weights)
     cosines = (centres @ centres.T)[np.triu_indices(k, 1)]
     return bool(cosines.max() < max_cos and min(weights[labels == c].sum() for c in ids) >= min_weight)
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ge2e.diarization.clustering import weighted_centroids
+
 ITERATIONS = 2  # centroids re-estimated once; a third pass changed nothing on dev
 
 
@@ -52,8 +54,7 @@ def resegment(
     weights = np.asarray(durations, dtype=np.float64)
     current = np.searchsorted(ids, labels)
     for _ in range(ITERATIONS):
-        centres = np.stack([(weights[current == c, None] * unit[current == c]).sum(axis=0) for c in range(len(ids))])
-        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+        centres = weighted_centroids(unit, current, weights)  # every speaker present: row c is speaker c
         decided = posteriors(sharpness * unit @ centres.T, stay).argmax(axis=1)
         if len(np.unique(decided)) < len(ids):
             break  # a speaker would vanish: the count is the clustering's to make
