@@ -193,14 +193,19 @@ def _soup_lines(t: dict[str, Any]) -> list[str]:
             f"on its own data: {ingredients}. The soup was chosen over each run by the dev lists "
             "([augmentation](augmentation.md)).",
         ]
-    # forks warm-started from a checkpoint (init:) count their steps from 0
-    steps = ", ".join(f"{r['steps']:,}" for r in runs)
+    # forks warm-started from a checkpoint (init:) count their steps from 0; a checkpoint averaged in as it is
+    # (soup.py --model, e.g. the one they started from) trained no steps of its own
+    trained = [r for r in runs if r["steps"]]
+    steps = ", ".join(f"{r['steps']:,}" for r in trained)
+    trained_data = "; ".join(f"`{r['run']}` ({data(r)})" for r in trained)
+    kept = [f"`{r['run']}`" for r in runs if not r["steps"]]
+    also = f", and {', '.join(kept)} as it is" if kept else ""
     return [
-        f"- Weights: a **model soup**, the uniform average of {len(runs)} runs warm-started from `{t['init']}` "
-        f"(`recipes/shared_ti/round2.sh`, `soup.py`), each at the checkpoint of its best periodic dev validation, "
-        f"after {steps} steps on its own data: {ingredients}. It was chosen on the dev lists over the checkpoint they "
-        "started from, each run and the soup of their last checkpoints (`recipes/shared_ti/soup_choice.py`, "
-        "`benchmarks/results/soup_choice.json`).",
+        f"- Weights: a **model soup**, the uniform average of {len(runs)} checkpoints: of each run warm-started from "
+        f"`{t['init']}` the checkpoint of its best periodic dev validation (`soup.py`), after {steps} steps on its "
+        f"own data: {trained_data}{also}. It was chosen over the checkpoint they started from and each run "
+        "(`recipes/shared_ti/soup_choice.py`, `benchmarks/results/soup_choice.json`; [augmentation](augmentation.md) "
+        "says how).",
     ]
 
 
@@ -249,8 +254,11 @@ def render(record: dict[str, Any], resemblyzer: dict[str, Any] | None, baseline:
         f"- Loss: GE2E ({t['loss']}); batch {t['batch']}, random crops of {t['crop_frames']} frames; {t['optimizer']}.",
         f"- Checkpoint: step {t['step']}"
         + (f", validation EER {_pct(t['val_eer'])} (mean of the dev sources)." if t.get("val_eer") else ".")
-        + " Candidates (best and last checkpoints of the runs) are compared by their mean EER on the four "
-        "official dev trial lists (`calibrate.py` prints them); the lowest is bundled.",
+        + " Candidates (best and last checkpoints of the runs, soups of them) are compared by their mean EER on the "
+        "four official dev trial lists (`calibrate.py` prints them) and, since the fourth round, by how well they "
+        "tell the speakers of the dev diarization conversations apart ([diarization](diarization.md)); a candidate "
+        "is bundled when it does better on both, or on diarization at a dev-list cost within the interval of no "
+        "evidence.",
         f"- Training wall time to that step: {hours}, one CPU core, from the experiment's metrics.csv{warm}.",
         *_soup_lines(t),
         f"- Training compute in all: **{total['steps']:,} steps, {total['utterances']:,} utterance crops, "

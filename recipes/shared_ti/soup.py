@@ -6,12 +6,15 @@ official dev lists decide (calibrate.py / augment_ab.py), never the test lists.
     python recipes/shared_ti/soup.py exp/aug_control exp/aug_telephone exp/aug_specaug --out exp/soup.pt
     python recipes/shared_ti/soup.py exp/shared_ti_v4 exp/g2_{telephone,specaug} --fork-step 0 --checkpoint best \
         --out exp/soup5.pt
+    python recipes/shared_ti/soup.py exp/g4_noise --fork-step 0 --checkpoint best \
+        --model src/ge2e/pretrained/ge2e_small.pt --out exp/soup6.pt
 
 Each run gives its ``last.pt`` or, with ``--checkpoint best``, its ``best.pt`` (the step of its best periodic dev
 validation). Runs warm-started from one checkpoint (``init:``; round2.sh) fork at step 0: their steps count from
 there. The checkpoint's config and step are the first run's; ``soup`` in its metadata lists every ingredient with
 the compute it added after the fork, so the model card counts all of it; ``lineage`` holds the total (a warm
-start's included), for runs warm-started from the soup.
+start's included), for runs warm-started from the soup. ``--model`` adds a model checkpoint as one more ingredient,
+such as the bundled model the runs were warm-started from: it trained nothing after the fork.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 
 import torch
 from cut_last import encoder_from_last
-from model_card import DEFAULT_BASELINE, compute, lineage, read_json, training_facts, wall_time
+from model_card import DEFAULT_RESULTS, compute, lineage, read_json, training_facts, wall_time
 
 from ge2e.model import SpeakerEncoder
 
@@ -53,6 +56,19 @@ def ingredient(run: Path, model: SpeakerEncoder, fork_step: int) -> dict[str, An
     }
 
 
+def checkpoint_ingredient(path: Path, model: SpeakerEncoder) -> dict[str, Any]:
+    """A model checkpoint of the soup (``--model``): the starting point of the runs, no compute after the fork."""
+    data = (model.meta.get("config") or {}).get("data") or {}
+    return {
+        "run": str(path),
+        "caches": sorted({s["cache"] for s in data.get("sources", [])}),
+        "spec_augment": bool(data.get("freq_mask") or data.get("time_mask")),
+        "steps": 0,
+        "utterances": 0,
+        "hours": 0.0,
+    }
+
+
 def encoder_of(run: Path, checkpoint: str) -> SpeakerEncoder:
     """The run's encoder at its ``last.pt`` or its ``best.pt``, with ``meta`` holding the step and run config."""
     if checkpoint == "last":
@@ -66,10 +82,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="model checkpoint to write")
     parser.add_argument("--fork-step", type=int, default=8050, help="the step every run forked at (0: warm starts)")
     parser.add_argument("--checkpoint", choices=("last", "best"), default="last", help="each run's checkpoint")
+    parser.add_argument(
+        "--model", type=Path, action="append", default=[], help="a model checkpoint averaged in too (repeatable)"
+    )
     args = parser.parse_args(argv)
     models = [encoder_of(run, args.checkpoint) for run in args.runs]
     first = models[0]
     ingredients = [ingredient(run, m, args.fork_step) for run, m in zip(args.runs, models, strict=True)]
+    for path in args.model:
+        models.append(SpeakerEncoder.load(path).eval())
+        ingredients.append(checkpoint_ingredient(path, models[-1]))
     soup = SpeakerEncoder(first.config, first.audio, first.inference)
     soup.load_state_dict(average(models))
     # the first run's own steps are its training; the others add their steps after the fork
@@ -77,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     soup_meta = {"runs": ingredients, "extra": extra}
     # lineage: all the compute behind these weights, for a run warm-started from them (model_card.lineage)
     facts = training_facts(first, args.runs[0])
-    facts["lineage"] = lineage(facts, read_json(DEFAULT_BASELINE))  # what a warm start began from
+    facts["lineage"] = lineage(facts, read_json(DEFAULT_RESULTS))  # what a warm start began: the bundled model's
     total = compute({**facts, "soup": soup_meta})
     soup.save(args.out, step=first.meta["step"], config=first.meta["config"], soup=soup_meta, lineage=total)
     print(f"{args.out}: the average of {len(models)} runs at step {first.meta['step']}; extra compute {extra}")
