@@ -175,6 +175,13 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
 
+def _init(t: dict[str, Any]) -> str:
+    """The checkpoint a run was warm-started from, named so that a later bundled model is not taken for it."""
+    init = t["init"]
+    then = " (the bundled model of that time)" if init and (REPO / init).resolve() == DEFAULT_MODEL.resolve() else ""
+    return f"`{init}`{then}"
+
+
 def _soup_lines(t: dict[str, Any]) -> list[str]:
     """The card's account of a model soup (recipes/shared_ti/soup.py), or nothing."""
     if not t.get("soup"):
@@ -198,11 +205,13 @@ def _soup_lines(t: dict[str, Any]) -> list[str]:
     trained = [r for r in runs if r["steps"]]
     steps = ", ".join(f"{r['steps']:,}" for r in trained)
     trained_data = "; ".join(f"`{r['run']}` ({data(r)})" for r in trained)
-    kept = [f"`{r['run']}`" for r in runs if not r["steps"]]
+    kept = [
+        "the checkpoint they started from" if r["run"] == t["init"] else f"`{r['run']}`" for r in runs if not r["steps"]
+    ]
     also = f", and {', '.join(kept)} as it is" if kept else ""
     return [
         f"- Weights: a **model soup**, the uniform average of {len(runs)} checkpoints: of each run warm-started from "
-        f"`{t['init']}` the checkpoint of its best periodic dev validation (`soup.py`), after {steps} steps on its "
+        f"{_init(t)} the checkpoint of its best periodic dev validation (`soup.py`), after {steps} steps on its "
         f"own data: {trained_data}{also}. It was chosen over the checkpoint they started from and each run "
         "(`recipes/shared_ti/soup_choice.py`, `benchmarks/results/soup_choice.json`; [augmentation](augmentation.md) "
         "says how).",
@@ -221,7 +230,7 @@ def render(record: dict[str, Any], resemblyzer: dict[str, Any] | None, baseline:
     hours = f"{t['train_seconds'] / 3600:.1f} h ({t['seconds_per_step']:.2f} s/step)" if "train_seconds" in t else "-"
     total = compute(t)
     warm = (
-        f"; it was warm-started from `{t['init']}`, weights with {t['lineage']['steps']:,} earlier steps "
+        f"; it was warm-started from {_init(t)}, weights with {t['lineage']['steps']:,} earlier steps "
         f"({t['lineage']['utterances']:,} utterance crops, {t['lineage']['hours']:.1f} CPU-hours, back to the "
         "first bundled model)"
         if t.get("lineage")
@@ -256,9 +265,8 @@ def render(record: dict[str, Any], resemblyzer: dict[str, Any] | None, baseline:
         + (f", validation EER {_pct(t['val_eer'])} (mean of the dev sources)." if t.get("val_eer") else ".")
         + " Candidates (best and last checkpoints of the runs, soups of them) are compared by their mean EER on the "
         "four official dev trial lists (`calibrate.py` prints them) and, since the fourth round, by how well they "
-        "tell the speakers of the dev diarization conversations apart ([diarization](diarization.md)); a candidate "
-        "is bundled when it does better on both, or on diarization at a dev-list cost within the interval of no "
-        "evidence.",
+        "tell the speakers of the dev diarization conversations apart ([diarization](diarization.md), "
+        "[augmentation](augmentation.md) for the trade made).",
         f"- Training wall time to that step: {hours}, one CPU core, from the experiment's metrics.csv{warm}.",
         *_soup_lines(t),
         f"- Training compute in all: **{total['steps']:,} steps, {total['utterances']:,} utterance crops, "
