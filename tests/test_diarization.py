@@ -12,7 +12,7 @@ import torch
 
 from ge2e.cli import main
 from ge2e.diarization import Segment, read_rttm, write_rttm
-from ge2e.diarization.clustering import METHODS, TUNED_PATH, Tuning, cluster, tuned
+from ge2e.diarization.clustering import METHODS, TUNED_PATH, Tuning, centred, cluster, tuned, weighted_centroids
 from ge2e.diarization.evaluate import der, pyannote_der
 from ge2e.diarization.pipeline import (
     DiarizationConfig,
@@ -288,6 +288,49 @@ def test_silhouette_count_rewards_more_speakers_and_weighs_by_seconds() -> None:
     for third_s, speakers in ((0.01, 2), (1.0, 3)):
         labels = cluster(x, 1, 8, "silhouette", tuning=plain, weights=np.where(truth == 2, third_s, 1.0))
         assert len(set(labels.tolist())) == speakers, third_s
+
+
+def shared(sizes: list[int], seed: int, common: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`clusters` plus one direction every vector shares (a recording's channel and noise), unit again."""
+    x, truth = clusters(sizes, seed=seed)
+    x = x + common * np.random.default_rng(seed + 100).standard_normal(x.shape[1]) / np.sqrt(x.shape[1])
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), truth
+
+
+def test_centred_d_vectors_lose_what_the_recording_shares() -> None:
+    x, truth = shared([30, 30], seed=1)
+    weights = np.full(len(x), 0.4)
+    before = weighted_centroids(x.astype(np.float64), truth, weights)
+    after = weighted_centroids(centred(x.astype(np.float64), weights), truth, weights)
+    assert before[0] @ before[1] > 0.5  # the shared direction makes two speakers alike
+    assert after[0] @ after[1] < -0.9  # two equal halves less their mean point opposite ways
+    assert np.allclose(np.linalg.norm(centred(x.astype(np.float64), weights), axis=1), 1.0)
+
+
+def test_centred_silhouette_finds_the_speakers_and_still_says_one_speaker() -> None:
+    x, truth = shared([30, 25, 20], seed=4)
+    weights = np.full(len(x), 0.4)
+    tuning = Tuning(centred=True, silhouette_bonus=0.1, silhouette_min_s=0.0, one_speaker_cos=0.95)
+    labels = cluster(x, 1, 8, "silhouette", tuning=tuning, weights=weights)
+    assert len(set(labels.tolist())) == 3
+    assert all(len(set(labels[truth == s].tolist())) == 1 for s in range(3))
+    # one speaker: centred, its two halves would point opposite ways; the one-speaker test sees them uncentred
+    one, _ = shared([60], seed=6)
+    assert set(cluster(one, 1, 8, "silhouette", tuning=tuning, weights=np.full(60, 0.4)).tolist()) == {0}
+
+
+def test_centred_tuning_counts_and_clusters_the_centred_d_vectors(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ge2e.diarization import clustering
+
+    x, _ = shared([30, 25, 20], seed=4)
+    weights = np.full(len(x), 0.4)
+    seen: list[np.ndarray] = []
+    kmeans = clustering.weighted_kmeans
+    monkeypatch.setattr(clustering, "weighted_kmeans", lambda data, w, k: seen.append(data) or kmeans(data, w, k))
+    for flag, expected in ((True, centred(x.astype(np.float64), weights)), (False, x.astype(np.float64))):
+        seen.clear()
+        cluster(x, 2, 8, "silhouette", tuning=Tuning(centred=flag, silhouette_min_s=0.0), weights=weights)
+        assert len(seen) == 1 and np.allclose(seen[0], expected, atol=1e-6), flag
 
 
 def test_tuned_settings_come_from_dev_and_name_a_method() -> None:

@@ -58,6 +58,11 @@ CENTROID_COSINES = np.round(np.arange(0.50, 0.951, 0.025), 3)
 MIN_SPEAKER_SECONDS = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0)
 SILHOUETTE_BONUSES = np.round(np.arange(0.0, 0.401, 0.025), 3)
 ONE_SPEAKER_COSINES = np.round(np.arange(0.40, 0.951, 0.025), 3)
+SILHOUETTE_AGAIN = (
+    ("silhouette_bonus", SILHOUETTE_BONUSES),
+    ("silhouette_min_s", MIN_SPEAKER_SECONDS),
+    ("silhouette_bonus", SILHOUETTE_BONUSES),
+)
 RESEGMENT_SHARPNESSES = (0.0, 10.0, 20.0, 40.0)  # 0: no resegmentation
 RESEGMENT_STAYS = (0.35, 0.5, 0.7)
 LEVELS = {"segments": True, "windows": False}
@@ -245,11 +250,24 @@ def tune(speeches: dict, refs: dict) -> tuple[Tuning, dict, dict[str, Tuning]]:
             tuning = best("silhouette", tuning, "silhouette_min_s", MIN_SPEAKER_SECONDS)
             tuning = best("silhouette", tuning, "one_speaker_cos", ONE_SPEAKER_COSINES)
             tuning = best("silhouette", tuning, "silhouette_bonus", SILHOUETTE_BONUSES)
+            # centred d-vectors: their silhouettes lie on another scale, so the bonus and least speech again
+            centred = replace(tuning, centred=True)
+            for field, values in SILHOUETTE_AGAIN:
+                centred = best("silhouette", centred, field, values)
+            if dev_der("silhouette", centred) < dev_der("silhouette", tuning):
+                tuning = centred
             # the resegmentation, on the counting rule that has been the default since it was added
             tuning = best("silhouette", tuning, "resegment_sharpness", RESEGMENT_SHARPNESSES)
             tuning = best("silhouette", tuning, "resegment_stay", RESEGMENT_STAYS)
         else:
-            fields = ("centroid_max_cos", "min_speaker_s", "silhouette_bonus", "silhouette_min_s", "one_speaker_cos")
+            fields = (
+                "centroid_max_cos",
+                "min_speaker_s",
+                "silhouette_bonus",
+                "silhouette_min_s",
+                "one_speaker_cos",
+                "centred",
+            )
             tuning = replace(tuning, **{f: getattr(levels["segments"], f) for f in fields})
         levels[level] = tuning
         print(f"dev {level}: {tuning}", flush=True)
@@ -321,12 +339,16 @@ def reseg(t: dict) -> str:
     return f"resegmentation sharpness {t['resegment_sharpness']:g} and stay {t['resegment_stay']:g}"
 
 
+def centring(t: dict) -> str:
+    return ", on centred d-vectors" if t.get("centred") else ""
+
+
 def markdown(results: dict) -> str:
     model, tuning, load = results["model"], results["tuning"]["model"], results["load_average"]
     others = "".join(
         f" ({name}'s d-vectors: threshold {t['ahc_threshold']}, percentile {t['eigengap_p']}, centroid cosine "
         f"{t['centroid_max_cos']} and {t['min_speaker_s']:g} s, silhouette bonus {t['silhouette_bonus']}, "
-        f"{t['silhouette_min_s']:g} s and one-speaker cosine {t['one_speaker_cos']}, {reseg(t)}, on "
+        f"{t['silhouette_min_s']:g} s and one-speaker cosine {t['one_speaker_cos']}{centring(t)}, {reseg(t)}, on "
         f"{'segments' if t['segments'] else 'windows'})"
         for name, t in results["tuning"].items()
         if name != "model"
@@ -356,7 +378,7 @@ def markdown(results: dict) -> str:
             f"the `eigengap` percentile {tuning['eigengap_p']}, the `centroid` cosine {tuning['centroid_max_cos']} "
             f"with at least {tuning['min_speaker_s']:g} s per speaker, the `silhouette` bonus "
             f"{tuning['silhouette_bonus']} per ln(speakers) with at least {tuning['silhouette_min_s']:g} s per speaker "
-            f"and one speaker from a centroid cosine of {tuning['one_speaker_cos']}, {reseg(tuning)} "
+            f"and one speaker from a centroid cosine of {tuning['one_speaker_cos']}{centring(tuning)}, {reseg(tuning)} "
             f"(on windows: threshold "
             f"{windows_t['ahc_threshold']}, percentile {windows_t['eigengap_p']}){others}; the default is "
             f"**{tuning['method']} on {level}**, the lowest dev DER with the model's d-vectors):",
