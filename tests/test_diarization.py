@@ -319,7 +319,9 @@ def test_centred_silhouette_finds_the_speakers_and_still_says_one_speaker() -> N
     assert set(cluster(one, 1, 8, "silhouette", tuning=tuning, weights=np.full(60, 0.4)).tolist()) == {0}
 
 
-def test_centred_tuning_counts_and_clusters_the_centred_d_vectors(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_centred_tuning_counts_and_clusters_the_centred_d_vectors_unless_the_count_is_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from ge2e.diarization import clustering
 
     x, _ = shared([30, 25, 20], seed=4)
@@ -331,6 +333,10 @@ def test_centred_tuning_counts_and_clusters_the_centred_d_vectors(monkeypatch: p
         seen.clear()
         cluster(x, 2, 8, "silhouette", tuning=Tuning(centred=flag, silhouette_min_s=0.0), weights=weights)
         assert len(seen) == 1 and np.allclose(seen[0], expected, atol=1e-6), flag
+    # with the count given, the speakers are found on the d-vectors as they are
+    seen.clear()
+    cluster(x, 3, 3, "silhouette", tuning=Tuning(centred=True), weights=weights)
+    assert len(seen) == 1 and np.allclose(seen[0], x.astype(np.float64), atol=1e-6)
 
 
 def test_tuned_settings_come_from_dev_and_name_a_method() -> None:

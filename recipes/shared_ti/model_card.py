@@ -395,7 +395,13 @@ def render(record: dict[str, Any], resemblyzer: dict[str, Any] | None, baseline:
         "--out exp/soup_g2_3.pt",
         "python recipes/shared_ti/soup_choice.py exp/soup3.pt exp/{shared_ti_v4,g2_telephone,g2_specaug}/best.pt "
         "exp/soup_g2_3.pt exp/soup5.pt",
-        "bash recipes/shared_ti/bundle.sh exp/soup5.pt      # the candidate chosen on dev; float32 and int8 forms",
+        "bash recipes/shared_ti/bundle.sh exp/soup5.pt      # v5, the candidate chosen on dev; float32 and int8 forms",
+        "cp src/ge2e/pretrained/ge2e_small.pt exp/v5.pt && bash recipes/shared_ti/round4.sh   # the noise fork",
+        "python recipes/shared_ti/soup.py exp/g4_noise --fork-step 0 --checkpoint best --model exp/v5.pt "
+        "--out exp/soup6.pt",
+        "python recipes/shared_ti/soup_choice.py exp/v5.pt exp/g4_noise/best.pt exp/soup6.pt",
+        "python recipes/diarization/separability.py --model exp/soup6.pt   # and exp/v5.pt, exp/g4_noise/best.pt",
+        "bash recipes/shared_ti/bundle.sh exp/soup6.pt      # v6",
         "python benchmarks/resemblyzer_eer.py                               # optional: pip install 'ge2e[bench]'",
         "python recipes/shared_ti/model_card.py",
         "```",

@@ -10,6 +10,8 @@
 #   bash recipes/shared_ti/round4.sh [prepare|train]     (from the repository root; default both)
 # prepare: the noisy training cache (cache/nz_train) and the dev speakers' originals (cache/all), two workers;
 # train: one core, resumable (0.6 s a step with validation on this machine: 15 min for 1,200 steps).
+# Then the soup of v5 and the fork's best checkpoint, v6 (docs/augmentation.md, Round 4; docs/model.md lists it all):
+#   python recipes/shared_ti/soup.py exp/g4_noise --fork-step 0 --checkpoint best --model exp/v5.pt --out exp/soup6.pt
 set -euo pipefail
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 data=${GE2E_DATA:-../shared/data}

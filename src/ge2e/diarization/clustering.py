@@ -371,8 +371,8 @@ def silhouette_count(
     :func:`spectral`), used here before, called 6 of 16 dev and 8 of 16 test one-speaker recordings several
     speakers and 3 of 16 two-speaker test conversations one (recipes/diarization/tune.py tunes the cosine on dev).
 
-    With ``centre``, the count (past the one-speaker test, which needs what the segments share) and the speakers
-    come from the :func:`centred` d-vectors.
+    With ``centre``, an estimated count (past the one-speaker test, which needs what the segments share) and its
+    speakers come from the :func:`centred` d-vectors.
     """
     from sklearn.metrics import silhouette_samples
 
@@ -389,10 +389,12 @@ def silhouette_count(
         # the k that follow (each speaker >= min_weight) decide; demanding it called 5-8 speaker dev recordings one
         if n < 3 or not _distinct(unit, partition(2), 2, weights, one_speaker_cos, 0.0):
             return np.zeros(n, dtype=int)
+    if min_speakers == max_speakers:
+        # the count given: k-means on the d-vectors as they are found the speakers better on dev (DER over all dev
+        # conversations 13.9% against 14.6% on centred ones; scratch replay, model v6)
+        return weighted_kmeans(data, weights, lo)
     if centre:
         data = centred(data / np.linalg.norm(data, axis=1, keepdims=True), weights)
-    if min_speakers == max_speakers:
-        return weighted_kmeans(data, weights, lo)
     best: tuple[float, int] | None = None
     for k in range(lo, min(max_speakers, n - 1) + 1):  # the silhouette needs 2 <= clusters < points
         labels = partition(k)
