@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -229,6 +230,7 @@ def tune(speeches: dict, refs: dict) -> tuple[Tuning, dict, dict[str, Tuning]]:
     """Dev: per level the best ``ahc`` threshold, ``eigengap`` percentile, ``centroid`` and ``silhouette`` settings,
     then the best method and level -> (tuning, comparison, {level: its tuning})."""
 
+    @functools.cache  # coordinate descent and the centred/as-they-are choice revisit settings already scored
     def dev_der(method: str, tuning: Tuning) -> float:
         return der(refs, run(speeches, method, tuning)[0], COLLAR).der
 

@@ -39,6 +39,14 @@ def average(models: list[SpeakerEncoder]) -> dict[str, torch.Tensor]:
     return {k: torch.stack([s[k].float() for s in states]).mean(0).to(states[0][k].dtype) for k in states[0]}
 
 
+def data_facts(data: dict[str, Any]) -> dict[str, Any]:
+    """The caches a run read and whether it used SpecAugment, from its config's data section."""
+    return {
+        "caches": sorted({s["cache"] for s in data.get("sources", [])}),
+        "spec_augment": bool(data.get("freq_mask") or data.get("time_mask")),
+    }
+
+
 def ingredient(run: Path, model: SpeakerEncoder, fork_step: int) -> dict[str, Any]:
     """One run of the soup: its data and the steps, crops and CPU-hours it trained after the fork."""
     step, data = model.meta["step"], model.meta["config"]["data"]
@@ -48,8 +56,7 @@ def ingredient(run: Path, model: SpeakerEncoder, fork_step: int) -> dict[str, An
     seconds = [wall_time(run / "metrics.csv", upto).get("train_seconds", 0) for upto in (fork_step, step)]
     return {
         "run": str(run),
-        "caches": sorted({s["cache"] for s in data["sources"]}),
-        "spec_augment": bool(data.get("freq_mask") or data.get("time_mask")),
+        **data_facts(data),
         "steps": step - fork_step,
         "utterances": (step - fork_step) * data["speakers_per_batch"] * data["utterances_per_speaker"],
         "hours": round((seconds[1] - seconds[0]) / 3600, 4),
@@ -61,8 +68,7 @@ def checkpoint_ingredient(path: Path, model: SpeakerEncoder) -> dict[str, Any]:
     data = (model.meta.get("config") or {}).get("data") or {}
     return {
         "run": str(path),
-        "caches": sorted({s["cache"] for s in data.get("sources", [])}),
-        "spec_augment": bool(data.get("freq_mask") or data.get("time_mask")),
+        **data_facts(data),
         "steps": 0,
         "utterances": 0,
         "hours": 0.0,

@@ -383,18 +383,22 @@ def silhouette_count(
         return np.asarray(_partition(data, k, window_overlap))
 
     lo = max(min_speakers, 2)
-    if min_speakers == 1 and max_speakers > 1:
-        unit = data / np.linalg.norm(data, axis=1, keepdims=True)
-        # no least speech here: a light cluster unlike the rest is an outlier or a speaker who says little, and
-        # the k that follow (each speaker >= min_weight) decide; demanding it called 5-8 speaker dev recordings one
-        if n < 3 or not _distinct(unit, partition(2), 2, weights, one_speaker_cos, 0.0):
-            return np.zeros(n, dtype=int)
+    unit = data / np.linalg.norm(data, axis=1, keepdims=True)
+    # one speaker allowed: no least speech here, a light cluster unlike the rest is an outlier or a speaker who says
+    # little, and the k that follow (each speaker >= min_weight) decide; demanding it called 5-8 speaker dev
+    # recordings one
+    if (
+        min_speakers == 1
+        and max_speakers > 1
+        and (n < 3 or not _distinct(unit, partition(2), 2, weights, one_speaker_cos, 0.0))
+    ):
+        return np.zeros(n, dtype=int)
     if min_speakers == max_speakers:
         # the count given: k-means on the d-vectors as they are found the speakers better on dev (DER over all dev
         # conversations 13.9% against 14.6% on centred ones; scratch replay, model v6)
         return weighted_kmeans(data, weights, lo)
     if centre:
-        data = centred(data / np.linalg.norm(data, axis=1, keepdims=True), weights)
+        data = centred(unit, weights)
     best: tuple[float, int] | None = None
     for k in range(lo, min(max_speakers, n - 1) + 1):  # the silhouette needs 2 <= clusters < points
         labels = partition(k)
