@@ -309,7 +309,10 @@ def test_no_worker_outlives_a_killed_prepare(tmp_path: Path, signum: int) -> Non
     root = tmp_path / "corpus"
     for k in range(4):
         (root / f"spk{k}").mkdir(parents=True)
-        for u in range(20):  # enough work that the run is still going when it is killed
+        # enough work that the run is still going when it is killed, however loaded the machine: a run that has
+        # finished meanwhile may take the signal during interpreter shutdown, when Python has already put back the
+        # default handlers, and die of it (exit -15) instead of exiting 143
+        for u in range(100):
             sf.write(root / f"spk{k}" / f"{u}.wav", noise(2.0, seed=100 * k + u), SR)
     cmd = [sys.executable, "-m", "ge2e", "prepare", str(root), "--out", str(tmp_path / "cache"), "--workers", "2",
            "--shard-size", "4", "--no-progress"]  # fmt: skip
@@ -323,6 +326,7 @@ def test_no_worker_outlives_a_killed_prepare(tmp_path: Path, signum: int) -> Non
         while not (tmp_path / "cache" / "shard-00000.tsv").exists() and time.monotonic() < deadline:
             time.sleep(0.2)  # workers at work: past their start-up (the spawn start imports ge2e for seconds)
         workers = children(proc.pid)  # the workers and multiprocessing's resource tracker
+        assert proc.poll() is None, "prepare finished before it could be killed: give it more work"
         proc.send_signal(signum)
         proc.wait(timeout=30)
         end = time.monotonic() + 5.0
