@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from ge2e.files import check_writable
 
     lo, hi = speaker_range(args.num_speakers, args.min_speakers, args.max_speakers)
-    # the count is right for about half the test conversations (docs/diarization.md): say when it is a guess
+    # the count is right for 60% of the 2-4 speaker test conversations (docs/diarization.md): say when it is a guess
     guessed = " (estimated; --num-speakers K sets it, --min-speaker-speech S finds quieter speakers)" if lo < hi else ""
     try:
         cfg = DiarizationConfig(window_s=args.window, step_s=args.step, min_duration_s=args.min_duration)
