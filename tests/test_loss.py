@@ -197,3 +197,40 @@ def test_loss_called_once_per_source_before_one_backward():
     torch.testing.assert_close(loss.w.grad, separate[0][1] + 0.5 * separate[1][1])
     torch.testing.assert_close(loss.b.grad, separate[0][2] + 0.5 * separate[1][2])
     assert loss.w.grad.abs() > 0 and loss.b.grad.abs() > 0
+
+
+def test_inclusive_ablation_uses_the_full_centroid_everywhere():
+    """``exclusive=False`` (the paper's ablation): every centroid is the mean of all M utterances."""
+    e = torch.randn(3, 4, 5, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    c = e.mean(1)
+    full = torch.nn.functional.cosine_similarity(e.unsqueeze(2), c.view(1, 1, 3, 5), dim=-1)
+    torch.testing.assert_close(similarity_matrix(e, 2.0, -1.0, exclusive=False), 2.0 * full - 1.0)
+    loss = GE2ELoss(init_w=2.0, init_b=-1.0, exclusive=False).double()
+    assert loss(e).item() == pytest.approx(softmax_loss(2.0 * full - 1.0).item(), rel=1e-12)
+    assert loss(e).item() != pytest.approx(GE2ELoss(init_w=2.0, init_b=-1.0).double()(e).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("make", [lambda: GE2ELoss(learn_scale=False), lambda: TE2ELoss(learn_scale=False)])
+def test_fixed_scale_ablation_keeps_w_and_b(make):
+    loss = make()
+    e = torch.randn(3, 4, 5, requires_grad=True)
+    loss(e).backward()
+    assert e.grad is not None and loss.w.grad is None and loss.b.grad is None
+    torch.optim.SGD(loss.parameters(), lr=1.0).step()
+    assert (loss.w.item(), loss.b.item()) == (10.0, -5.0)
+    learned = GE2ELoss(grad_scale=1.0)
+    learned(e.detach()).backward()
+    assert learned.w.grad is not None and learned.w.grad.abs().item() > 0
+
+
+def test_build_loss_reads_the_ablation_switches():
+    from ge2e.config import LossConfig
+    from ge2e.errors import ConfigError
+    from ge2e.loss import build_loss
+
+    ablated = build_loss(LossConfig(centroid="inclusive", learn_scale=False))
+    assert isinstance(ablated, GE2ELoss) and not ablated.exclusive and not ablated.w.requires_grad
+    assert build_loss(LossConfig()).exclusive and build_loss(LossConfig()).w.requires_grad
+    assert not build_loss(LossConfig(method="te2e", learn_scale=False)).b.requires_grad
+    with pytest.raises(ConfigError, match="GE2E only"):
+        LossConfig(method="te2e", centroid="inclusive")

@@ -150,3 +150,22 @@ def test_ddp_two_processes_on_cpu_agree(small_cache, tmp_path):
     initial = SpeakerEncoder(cfg.model).state_dict()
     assert any(not torch.equal(initial[k], rank0[f"encoder.{k}"]) for k in initial)
     assert yaml.safe_load((tmp_path / "ddp" / "config.yaml").read_text())["steps"] == 6
+
+
+def test_cpu_budget_stops_the_run_and_carries_across_resumes(small_cache, tmp_path):
+    """``cpu_budget_s`` ends a run by CPU time (logged per step), and a resumed run does not train past it."""
+    cfg = tiny_config(*small_cache, tmp_path, steps=1000, cpu_budget_s=2.0, checkpoint_every=1000)
+    train(cfg, progress=False)
+    with (tmp_path / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    cpu = [float(r["cpu_time"]) for r in rows]
+    assert 2 < len(rows) < 1000 and cpu == sorted(cpu)
+    assert cpu[-1] >= 2.0 > cpu[-2], "the run stops at the first step that reaches the budget"
+    assert rows[-1]["val_eer"], "the last step is validated"
+    model = SpeakerEncoder.load(tmp_path / "model.pt")
+    assert model.meta["step"] == len(rows) and model.meta["cpu_time"] == pytest.approx(cpu[-1])
+    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert state["step"] == len(rows) and state["cpu_time"] == pytest.approx(cpu[-1])
+    train(cfg, progress=False)  # resumed at the budget: nothing more to train
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["step"] == len(rows)
+    assert SpeakerEncoder.load(tmp_path / "model.pt").meta["step"] == len(rows)

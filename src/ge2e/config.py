@@ -97,6 +97,14 @@ class LossConfig:
     min_w: float = 1e-6
     grad_scale: float = 0.01
     te2e_enroll: int = 0  # P enrollment utterances per centroid for TE2E; 0 means M - 1
+    # The paper's ablations (GE2E only): the centroid of e_ji's own speaker with e_ji left out (Eq. 8) or
+    # included, and w, b learned or held at their initial values.
+    centroid: Literal["exclusive", "inclusive"] = "exclusive"
+    learn_scale: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method == "te2e" and self.centroid != "exclusive":
+            raise ConfigError("loss.centroid applies to GE2E only: TE2E's centroids never hold the utterance")
 
 
 @dataclass
@@ -184,6 +192,10 @@ class TrainConfig:
     # A model checkpoint whose weights start a run that has no last.pt yet (warm restart, fine-tuning): its model
     # and audio configs must match this run's.
     init: PathStr = ""
+    # Stop after this many seconds of the training process's CPU time (0: no limit; ``steps`` still caps the
+    # run). Counted over the training steps only, not validation, and carried across resumes, so that runs
+    # compared at an equal compute budget get the same CPU time whatever else shares the machine.
+    cpu_budget_s: float = 0.0
 
 
 def _build(cls: type, data: Any, where: str) -> Any:

@@ -55,14 +55,15 @@ def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
 class _ScaledSimilarity(nn.Module):
     """Learnable scale w > 0 and bias b shared by GE2E and TE2E, with the paper's 0.01 gradient scale."""
 
-    def __init__(self, init_w: float, init_b: float, min_w: float, grad_scale: float) -> None:
+    def __init__(self, init_w: float, init_b: float, min_w: float, grad_scale: float, learn: bool = True) -> None:
         super().__init__()
         if init_w <= 0:
             raise ValueError(f"init_w must be > 0, got {init_w}")
-        self.w = nn.Parameter(torch.tensor(float(init_w)))
-        self.b = nn.Parameter(torch.tensor(float(init_b)))
+        # Parameters even when fixed, so that checkpoints of either kind load into the other
+        self.w = nn.Parameter(torch.tensor(float(init_w)), requires_grad=learn)
+        self.b = nn.Parameter(torch.tensor(float(init_b)), requires_grad=learn)
         self.min_w = min_w
-        if grad_scale != 1.0:
+        if learn and grad_scale != 1.0:
             for p in (self.w, self.b):
                 p.register_hook(lambda grad, s=grad_scale: grad * s)
 
@@ -88,6 +89,8 @@ class GE2ELoss(_ScaledSimilarity):
         method: ``"softmax"`` (Eq. 6) or ``"contrast"`` (Eq. 7).
         min_w: lower bound that keeps w > 0.
         grad_scale: gradient multiplier on w and b (paper: 0.01).
+        exclusive: leave e_ji out of its own speaker's centroid (Eq. 8); False is the inclusive ablation.
+        learn_scale: learn w and b; False holds them at their initial values (ablation).
     """
 
     def __init__(
@@ -97,16 +100,19 @@ class GE2ELoss(_ScaledSimilarity):
         method: Method = "softmax",
         min_w: float = LossConfig.min_w,
         grad_scale: float = LossConfig.grad_scale,
+        exclusive: bool = True,
+        learn_scale: bool = True,
     ) -> None:
-        super().__init__(init_w, init_b, min_w, grad_scale)
+        super().__init__(init_w, init_b, min_w, grad_scale, learn_scale)
         if method not in ("softmax", "contrast"):
             raise ValueError(f"method must be 'softmax' or 'contrast', got {method!r}")
         self.method = method
+        self.exclusive = exclusive
 
     def similarity(self, embeddings: torch.Tensor) -> torch.Tensor:
         """``(N, M, D) -> (N, M, N)`` similarity matrix with the current w > 0 and b, always in float32."""
         with full_precision(embeddings):
-            return similarity_matrix(at_least_float32(embeddings), self.positive_w(), self.b)
+            return similarity_matrix(at_least_float32(embeddings), self.positive_w(), self.b, self.exclusive)
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         s = self.similarity(embeddings)
@@ -132,6 +138,7 @@ class TE2ELoss(_ScaledSimilarity):
 
     Args:
         num_enroll: P; 0 means M - 1.
+        learn_scale: learn w and b; False holds them at their initial values.
     """
 
     def __init__(
@@ -141,8 +148,9 @@ class TE2ELoss(_ScaledSimilarity):
         num_enroll: int = 0,
         min_w: float = LossConfig.min_w,
         grad_scale: float = LossConfig.grad_scale,
+        learn_scale: bool = True,
     ) -> None:
-        super().__init__(init_w, init_b, min_w, grad_scale)
+        super().__init__(init_w, init_b, min_w, grad_scale, learn_scale)
         self.num_enroll = num_enroll
 
     def tuple_scores(self, embeddings: torch.Tensor, shift: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,5 +176,15 @@ class TE2ELoss(_ScaledSimilarity):
 def build_loss(config: LossConfig) -> GE2ELoss | TE2ELoss:
     """The loss a :class:`LossConfig` names."""
     if config.method == "te2e":
-        return TE2ELoss(config.init_w, config.init_b, config.te2e_enroll, config.min_w, config.grad_scale)
-    return GE2ELoss(config.init_w, config.init_b, config.method, config.min_w, config.grad_scale)
+        return TE2ELoss(
+            config.init_w, config.init_b, config.te2e_enroll, config.min_w, config.grad_scale, config.learn_scale
+        )
+    return GE2ELoss(
+        config.init_w,
+        config.init_b,
+        config.method,
+        config.min_w,
+        config.grad_scale,
+        exclusive=config.centroid == "exclusive",
+        learn_scale=config.learn_scale,
+    )

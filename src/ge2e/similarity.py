@@ -22,7 +22,7 @@ def check_batch(embeddings: torch.Tensor) -> tuple[int, int, int]:
     return n, m, d
 
 
-def cosine_to_centroids(embeddings: torch.Tensor) -> torch.Tensor:
+def cosine_to_centroids(embeddings: torch.Tensor, exclusive: bool = True) -> torch.Tensor:
     """Cosine similarities cos(e_ji, c_k), with the leave-one-out centroid on the diagonal k = j (Eq. 8, 9).
 
     c_k is the mean of speaker k's M embeddings; for k = j it is c_j^(-i) = (sum_m e_jm - e_ji) / (M - 1), so
@@ -34,6 +34,8 @@ def cosine_to_centroids(embeddings: torch.Tensor) -> torch.Tensor:
     |S_j - e|^2 = |S_j|^2 - 2 e.S_j + |e|^2. No ``(N, M, D)`` leave-one-out centroids are built, which roughly
     halves the loss's time (benchmarks/loss.py).
 
+    ``exclusive=False`` gives the inclusive centroid on the diagonal too, the ablation the paper argues against.
+
     ``(N, M, D) -> (N, M, N)``.
     """
     n, _, _ = check_batch(embeddings)
@@ -42,6 +44,8 @@ def cosine_to_centroids(embeddings: torch.Tensor) -> torch.Tensor:
     e_sq = embeddings.pow(2).sum(dim=-1)  # (N, M)
     s_sq = sums.pow(2).sum(dim=-1)  # (N,)
     cos_all = dots / (e_sq.unsqueeze(-1) * s_sq).clamp_min(_EPS**2).sqrt()
+    if not exclusive:
+        return cos_all
     own = dots.diagonal(dim1=0, dim2=2).transpose(0, 1)  # (N, M): e_ji . S_j
     excl_sq = (s_sq.unsqueeze(-1) - 2 * own + e_sq).clamp_min(0)  # |S_j - e_ji|^2, >= 0 up to rounding
     cos_self = (own - e_sq) / (e_sq * excl_sq).clamp_min(_EPS**2).sqrt()
@@ -49,15 +53,18 @@ def cosine_to_centroids(embeddings: torch.Tensor) -> torch.Tensor:
     return torch.where(same, cos_self.unsqueeze(-1), cos_all)
 
 
-def similarity_matrix(embeddings: torch.Tensor, w: torch.Tensor | float, b: torch.Tensor | float) -> torch.Tensor:
+def similarity_matrix(
+    embeddings: torch.Tensor, w: torch.Tensor | float, b: torch.Tensor | float, exclusive: bool = True
+) -> torch.Tensor:
     """S[j, i, k] = w * cos(e_ji, c_k) + b with the leave-one-out centroid for k = j (Eq. 9).
 
     Args:
         embeddings: ``(N, M, D)`` utterance embeddings e_ji (need not be normalised).
         w: similarity scale, must be > 0 (the loss module enforces it).
         b: similarity bias.
+        exclusive: leave e_ji out of its own centroid (Eq. 8); False only for the paper's ablation.
 
     Returns:
         ``(N, M, N)`` similarity matrix.
     """
-    return w * cosine_to_centroids(embeddings) + b
+    return w * cosine_to_centroids(embeddings, exclusive) + b

@@ -250,14 +250,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> SpeakerEncoder:
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.optim.lr_halve_every, gamma=0.5)
 
     # ---- resume -------------------------------------------------------------------------------------------------
-    start, best_eer = 0, math.inf
+    start, best_eer, cpu_time = 0, math.inf, 0.0
     if (out / "last.pt").exists():
         state = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
         objective.load_state_dict(state["objective"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
-        start, best_eer = state["step"], state["best_eer"]
+        start, best_eer, cpu_time = state["step"], state["best_eer"], state.get("cpu_time", 0.0)
         if main:
             logger.info("resumed %s at step %d", out / "last.pt", start)
     elif cfg.init:
@@ -282,8 +282,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> SpeakerEncoder:
     # ---- the loop -------------------------------------------------------------------------------------------------
     objective.train()
     wait_time = 0.0
-    tick = time.perf_counter()
-    for step, batches in enumerate(loader, start=start + 1):
+    tick, cpu_tick = time.perf_counter(), time.process_time()
+    over_budget = bool(cfg.cpu_budget_s) and cpu_time >= cfg.cpu_budget_s
+    step = start
+    for step, batches in enumerate([] if over_budget else loader, start=start + 1):
         wait_time += time.perf_counter() - tick
         batches = [b.to(device, non_blocking=True) for b in batches]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -298,9 +300,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> SpeakerEncoder:
         row: dict[str, Any] = {"step": step, "loss": total.item(), "lr": lr}
         row.update({f"loss_{k}": v.item() for k, v in enumerate(losses)} if len(losses) > 1 else {})
         row.update(w=objective.criterion.w.item(), b=objective.criterion.b.item(), grad_norm=grad_norm.item())
-        row.update(data_wait=wait_time, time=time.perf_counter(), val_eer="")
+        cpu_time += time.process_time() - cpu_tick
+        over_budget = bool(cfg.cpu_budget_s) and cpu_time >= cfg.cpu_budget_s
+        last = step == cfg.steps or over_budget
+        row.update(data_wait=wait_time, time=time.perf_counter(), cpu_time=cpu_time, val_eer="")
         wait_time = 0.0
-        if main and val_pools and (step % cfg.val.every == 0 or step == cfg.steps):
+        if main and val_pools and (step % cfg.val.every == 0 or last):
             row["val_eer"] = float(np.mean([validation_eer(encoder, p, cfg.val.trials) for p in val_pools]))
             if row["val_eer"] < best_eer:
                 best_eer = row["val_eer"]
@@ -313,15 +318,20 @@ def train(cfg: TrainConfig, progress: bool = True) -> SpeakerEncoder:
                         writer.add_scalar(f"train/{key}", value, step)
             bar.set_postfix(loss=f"{row['loss']:.3f}", eer=f"{best_eer:.3f}" if best_eer < math.inf else "-")
             bar.update(1)
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            _checkpoint(out, step, objective, optimizer, scheduler, best_eer, world, main, cfg)
-        tick = time.perf_counter()
+        if step % cfg.checkpoint_every == 0 or last:
+            _checkpoint(out, step, objective, optimizer, scheduler, best_eer, cpu_time, world, main, cfg)
+        if over_budget:
+            if main:
+                logger.info("CPU budget of %.0f s reached at step %d", cfg.cpu_budget_s, step)
+            break
+        tick, cpu_tick = time.perf_counter(), time.process_time()
 
     bar.close()
     if writer is not None:
         writer.close()
     if main:
-        encoder.save(out / "model.pt", step=cfg.steps, best_val_eer=best_eer, config=dataclasses.asdict(cfg))
+        meta = {"step": step, "best_val_eer": best_eer, "cpu_time": cpu_time, "config": dataclasses.asdict(cfg)}
+        encoder.save(out / "model.pt", **meta)
     return encoder.cpu()
 
 
@@ -332,6 +342,7 @@ def _checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     best_eer: float,
+    cpu_time: float,
     world: int,
     main: bool,
     cfg: TrainConfig,
@@ -351,6 +362,7 @@ def _checkpoint(
                 "scheduler": scheduler.state_dict(),
                 "rng": states,
                 "best_eer": best_eer,
+                "cpu_time": cpu_time,
                 "config": dataclasses.asdict(cfg),
             },
             out / "last.pt",
