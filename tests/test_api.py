@@ -266,3 +266,58 @@ def test_bundled_model_verifies_test_speakers(data_root: Path) -> None:
     assert scores[is_target].mean() > scores[~is_target].mean()
     result = ge2e.verify(speakers[0][:3], speakers[0][3], model)
     assert result.score == pytest.approx(float(scores[0, 0]), abs=1e-5) and result.threshold == threshold
+
+
+# ---- partials, batches, pairs, namespace --------------------------------------------------------------------------
+
+
+def test_partials_are_the_windows_behind_the_utterance_dvector(tiny: SpeakerEncoder) -> None:
+    wav = noise(7, seconds=4.0)
+    embedding, partials, spans = ge2e.embed_utterance(wav, tiny, sr=SR, return_partials=True)
+    assert partials.shape == (4, tiny.embedding_size) and spans.shape == (4, 2)  # 160-frame windows, hop 80
+    np.testing.assert_allclose(np.linalg.norm(partials, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(embedding, ge2e.embed_utterance(wav, tiny, sr=SR), atol=1e-5)
+    np.testing.assert_allclose(spans[:, 0], [0.0, 0.8, 1.6, 2.38], atol=1e-9)
+    np.testing.assert_allclose(spans[:, 1] - spans[:, 0], 1.615, atol=1e-9)  # 160 frames: 159 hops + one window
+    mel = preprocess(wav, SR, tiny.audio)  # the utterance's frames; the last window ends on the last frame
+    for row, start in zip(partials, (0, 80, 160, len(mel) - 160), strict=True):
+        window = tiny.embed_frames(mel[None, start : start + 160])[0].numpy()
+        np.testing.assert_allclose(row, window / np.linalg.norm(window), atol=1e-5)
+
+
+@needs_bundled
+def test_partial_spans_are_on_the_inputs_timeline(data_root: Path) -> None:
+    """Silence the VAD cuts before framing still counts in the spans: 1 s of it before speech delays every span."""
+    wav, sr = sf.read(data_root / "LibriSpeech/test-other/2033/164914/2033-164914-0000.flac", dtype="float32")
+    _, _, plain = ge2e.embed_utterance(wav, sr=sr, return_partials=True)
+    _, _, padded = ge2e.embed_utterance(np.concatenate([np.zeros(sr, np.float32), wav]), sr=sr, return_partials=True)
+    np.testing.assert_allclose(padded, plain + 1.0, atol=0.4)  # the VAD places pause edges a little differently
+    assert plain[-1, 1] <= len(wav) / sr
+
+
+def test_in_memory_arrays_embed_in_batches(tiny: SpeakerEncoder) -> None:
+    waves = [noise(seed, seconds=0.5 + seed / 4) for seed in range(5)]
+    batched = ge2e.embed_utterances(waves, tiny, sr=SR, batch_size=2)
+    one_by_one = np.stack([ge2e.embed_utterance(w, tiny, sr=SR) for w in waves])
+    assert batched.shape == (5, tiny.embedding_size)
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+    with pytest.raises(Ge2eError, match="batch_size"):
+        ge2e.embed_utterances(waves, tiny, sr=SR, batch_size=0)
+
+
+def test_score_pairs_scores_each_pair_like_verify(tiny: SpeakerEncoder, tmp_path: Path) -> None:
+    paths = []
+    for seed in range(3):
+        paths.append(tmp_path / f"{seed}.wav")
+        sf.write(paths[-1], noise(seed), SR)
+    pairs = [(paths[0], paths[1]), (paths[0], paths[0]), (paths[2], (noise(1), SR))]
+    scores = ge2e.score_pairs(pairs, tiny)
+    want = [api.verify([a], b, tiny, threshold=0.0).score for a, b in pairs]
+    np.testing.assert_allclose(scores, want, atol=1e-5)
+    assert scores[1] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_the_namespace_lists_the_public_api_only() -> None:
+    public = [name for name in dir(ge2e) if not name.startswith("__")]
+    assert public == sorted(n for n in ge2e.__all__ if n != "__version__")
+    assert {"embed_utterances", "score_pairs"} <= set(public) and "importlib" not in dir(ge2e)

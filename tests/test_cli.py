@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -74,12 +75,52 @@ def test_verify_decides_both_ways(corpus: Path, capsys: pytest.CaptureFixture[st
         "--test",
         data / "spk1" / "utt0.wav",
     ]
-    status, out, _ = ge2e_here(capsys, *args, "--model", model, "--threshold", "-1")
+    status, out, err = ge2e_here(capsys, *args, "--model", model, "--threshold", "-1")
     assert status == 0 and out.startswith("same speaker: score")
+    assert "set by --threshold" in err and "threshold" not in out.splitlines()[-1].split(":")[0]  # a note, on stderr
     status, out, _ = ge2e_here(capsys, *args, "--model", model, "--threshold", "1.01")
-    assert status == 0 and out.startswith("different speaker: score")
+    assert status == 1 and out.startswith("different speaker: score")  # 1: rejected, as grep's "no match"
     status, _, err = ge2e_here(capsys, *args, "--model", model)
-    assert status == 1 and "no calibrated threshold" in err
+    assert status == 2 and "no calibrated threshold" in err  # 2: an error
+
+
+def test_verify_json_scores_several_test_files(corpus: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data, model = corpus / "data", corpus / "tiny.pt"
+    tests = [data / "spk0" / "utt2.wav", data / "spk1" / "utt0.wav"]
+    status, out, err = ge2e_here(capsys, "verify", "--enroll", data / "spk0" / "utt0.wav", "--test", *tests,
+                                 "--model", model, "--threshold", "0.999", "--json", "--quiet")  # fmt: skip
+    answer = json.loads(out)  # the whole of stdout is one JSON document
+    assert [r["test"] for r in answer["results"]] == [str(t) for t in tests]
+    assert all(-1 <= r["score"] <= 1 and r["same_speaker"] is (r["score"] >= 0.999) for r in answer["results"])
+    assert answer["threshold"] == 0.999 and "--threshold" in answer["threshold_origin"]
+    assert status == (0 if answer["same_speaker"] else 1) and err == ""  # --quiet: no note
+
+
+def test_identify_json_names_speakers_by_corpus_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """LibriSpeech's <speaker>/<chapter>/<utterance>: speakers are the top folders, not the chapters."""
+    rng = np.random.default_rng(1)
+    for speaker, chapter in (("2033", "164914"), ("2414", "128291")):
+        for n in range(2):
+            path = tmp_path / speaker / chapter / f"{speaker}-{chapter}-{n:04d}.flac"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, 0.1 * rng.standard_normal(SR).astype(np.float32), SR)
+    model = tmp_path / "tiny.pt"
+    SpeakerEncoder(ModelConfig(hidden_size=16, proj_size=0, num_layers=1), AudioConfig(vad=False)).save(model)
+    test = tmp_path / "2033" / "164914" / "2033-164914-0001.flac"
+    status, out, _ = ge2e_here(capsys, "identify", "--enroll", tmp_path, "--test", test, "--model", model,
+                               "--threshold", "0.5", "--json", "--no-progress")  # fmt: skip
+    answer = json.loads(out)
+    assert status == 0 and answer["speakers"] == 2
+    assert {m["speaker"] for m in answer["results"][0]["top"]} == {"2033", "2414"}
+    status, out, _ = ge2e_here(capsys, "identify", "--enroll", tmp_path, "--test", test, "--model", model,
+                               "--threshold", "0.5", "--json", "--no-progress", "--speaker-level", "1")  # fmt: skip
+    assert {m["speaker"] for m in json.loads(out)["results"][0]["top"]} == {"164914", "128291"}
+
+
+def test_a_mistyped_option_gets_the_commands_usage_and_a_suggestion(corpus: Path) -> None:
+    result = ge2e("verify", "--enroll", "a.wav", "--test", "b.wav", "--treshold", "0.5")
+    assert result.returncode == 2 and "usage: ge2e verify" in result.stderr
+    assert "did you mean --threshold?" in result.stderr
 
 
 def test_verify_on_a_corrupt_file_prints_one_error_line(corpus: Path) -> None:
@@ -96,7 +137,7 @@ def test_verify_on_a_corrupt_file_prints_one_error_line(corpus: Path) -> None:
         "0.5",
     )
     lines = bad.stderr.strip().splitlines()
-    assert bad.returncode == 1 and len(lines) == 1, bad.stderr
+    assert bad.returncode == 2 and len(lines) == 1, bad.stderr
     assert lines[0].startswith("ge2e verify: error:") and "corrupt.wav" in lines[0]
 
 
@@ -106,11 +147,11 @@ def test_short_speech_is_scored_and_flagged(corpus: Path, tmp_path: Path, capsys
     wav, sr = sf.read(data / "spk1" / "utt0.wav", dtype="float32")
     short = tmp_path / "short.wav"
     sf.write(short, wav[: sr // 5], sr)
-    common = ["--model", model, "--threshold", "0.5"]
+    common = ["--model", model, "--threshold", "-1"]  # every score accepted: exit status 0
     status, out, err = ge2e_here(capsys, "verify", "--enroll", data / "spk1" / "utt1.wav", "--test", short, *common)
     lines = out.splitlines()
     assert status == 0, err
-    assert lines[0].startswith(("same speaker: score", "different speaker: score"))
+    assert lines[0].startswith("same speaker: score")
     assert lines[-1].startswith("short utterance: 0.18 s of speech (under 1 s)")
     status, out, err = ge2e_here(capsys, "identify", "--enroll", data, "--test", short, *common, "--no-progress")
     assert status == 0, err
@@ -131,14 +172,14 @@ def test_a_spoken_digit_is_scored_and_noise_refused(
     clips = data_root / "speech_commands_v0.02_test"
     enroll = [clips / word / "82d0d3ba_nohash_0.opus" for word in ("no", "right", "up")]
     digit = clips / "one" / "82d0d3ba_nohash_0.opus"
-    common = ["--enroll", *enroll, "--model", model, "--threshold", "0.5"]
+    common = ["--enroll", *enroll, "--model", model, "--threshold", "-1"]
     status, out, err = ge2e_here(capsys, "verify", *common, "--test", digit)
     assert status == 0, err
     assert re.match(r"short utterance: 0\.1\d s of speech", out.splitlines()[-1]), out
     hiss = tmp_path / "hiss.wav"
     sf.write(hiss, (0.01 * np.random.default_rng(0).standard_normal(SR)).astype(np.float32), SR)
     status, out, err = ge2e_here(capsys, "verify", *common, "--test", hiss)
-    assert status == 1 and out == ""
+    assert status == 2 and out == ""
     assert err.strip().splitlines() == [f"ge2e verify: error: {hiss}: no speech found by VAD (threshold 0.5)"]
 
 
@@ -200,3 +241,23 @@ def test_bundled_verify_on_test_speakers(data_root: Path, form: list[str]) -> No
     different = ge2e("verify", *form, "--enroll", *first[:3], "--test", second[3])
     assert same.stdout.startswith("same speaker"), same.stdout + same.stderr
     assert different.stdout.startswith("different speaker"), different.stdout + different.stderr
+
+
+def test_embed_follows_linked_speaker_folders_once(
+    corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A corpus assembled from links to speaker folders is walked; a link back up the tree is walked once."""
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    for speaker in ("spk0", "spk1"):
+        (linked / speaker).symlink_to(corpus / "data" / speaker, target_is_directory=True)
+    (linked / "spk0" / "loop").symlink_to(linked, target_is_directory=True)  # into the source folder: a cycle
+    try:
+        status, _, err = ge2e_here(capsys, "embed", linked, "--out", tmp_path / "emb.npz", "--model",
+                                     corpus / "tiny.pt", "--no-progress")  # fmt: skip
+    finally:
+        (linked / "spk0" / "loop").unlink()
+    assert status == 0, err
+    with np.load(tmp_path / "emb.npz") as npz:
+        names = sorted(Path(p).relative_to(linked).as_posix() for p in npz["paths"])
+    assert names == [f"{s}/utt{u}.wav" for s in ("spk0", "spk1") for u in range(5)]

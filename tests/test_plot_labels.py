@@ -26,7 +26,7 @@ def captured_figures(monkeypatch: pytest.MonkeyPatch) -> list:
     return figures
 
 
-def test_similarity_of_many_files_groups_rows_by_folder(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_similarity_of_many_files_groups_rows_by_speaker(tmp_path: Path, monkeypatch, capsys) -> None:
     rng = np.random.default_rng(0)
     files = []
     for u in range(15):  # named in an interleaved order: a, b, c, a, b, c, ...
@@ -45,7 +45,7 @@ def test_similarity_of_many_files_groups_rows_by_folder(tmp_path: Path, monkeypa
     args = ["similarity", *map(str, files), "--model", str(tmp_path / "m.pt"), "--csv", str(tmp_path / "m.csv")]
     assert main([*args, "--no-progress"]) == 0
     assert drawn["grouped"] and drawn["labels"] == ["a"] * 15 + ["b"] * 15 + ["c"] * 15
-    assert drawn["title"] == "Cosine similarity of 45 utterances in 3 folders"
+    assert drawn["title"] == "Cosine similarity of 45 utterances of 3 speakers"
     rows = [line.split(",")[0] for line in (tmp_path / "m.csv").read_text().splitlines()[1:]]
     assert [Path(r).parent.name for r in rows] == drawn["labels"]  # the CSV rows in the heatmap's order
 

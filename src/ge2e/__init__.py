@@ -8,10 +8,8 @@ Quick start (the bundled model ships inside the package; no network)::
 The public names are imported lazily (PEP 562), so ``import ge2e`` and ``ge2e --help`` do not load torch.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+import typing as _typing
 
 __version__ = "0.1.0"
 
@@ -21,6 +19,8 @@ _EXPORTS = {
     "verify": "ge2e.api",
     "identify": "ge2e.api",
     "embed_utterance": "ge2e.api",
+    "embed_utterances": "ge2e.api",
+    "score_pairs": "ge2e.api",
     "embed_speaker": "ge2e.api",
     "embed_files": "ge2e.api",
     "VerificationResult": "ge2e.api",
@@ -38,32 +38,37 @@ __all__ = [
     "embed_files",
     "embed_speaker",
     "embed_utterance",
+    "embed_utterances",
     "identify",
     "load_model",
+    "score_pairs",
     "verify",
 ]
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from ge2e.api import (
         VerificationResult,
         embed_files,
         embed_speaker,
         embed_utterance,
+        embed_utterances,
         identify,
         load_model,
+        score_pairs,
         verify,
     )
     from ge2e.loss import GE2ELoss, TE2ELoss
     from ge2e.model import SpeakerEncoder
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'ge2e' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    value = getattr(_importlib.import_module(_EXPORTS[name]), name)
     globals()[name] = value  # later lookups skip this function
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+    # the public names only: tab completion in a notebook shows the API, not this module's own imports
+    return sorted(__all__)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, overload
 
 import numpy as np
 
@@ -49,6 +50,7 @@ __all__ = [
     "file_sha256",
     "identify",
     "load_model",
+    "score_pairs",
     "threshold_origin",
     "verify",
 ]
@@ -84,17 +86,38 @@ class Match:
 # --------------------------------------------------------------------------------------------------- embedding
 
 
-def embed_utterances(items: Item | Sequence[Item], model: Encoder | None = None, sr: int | None = None) -> np.ndarray:
-    """d-vectors of several utterances, windows batched across them: ``U`` items -> ``(U, D)`` float32, unit rows.
+def embed_utterances(
+    items: Item | Sequence[Item], model: Encoder | None = None, sr: int | None = None, batch_size: int = 32
+) -> np.ndarray:
+    """d-vectors of several utterances (paths or in-memory waveforms), ``batch_size`` at a time with windows
+    batched across them: ``U`` items -> ``(U, D)`` float32, unit rows.
 
     Raises:
         AudioError: an item cannot be used (missing, corrupt, silent, no speech); the line names the file.
     """
-    return inference.embed_utterances(model or load_model(), items, sr)
+    return inference.embed_utterances(model or load_model(), items, sr, batch_size)
 
 
-def embed_utterance(item: Item, model: Encoder | None = None, sr: int | None = None) -> np.ndarray:
-    """d-vector ``(D,)`` float32, unit norm, of one utterance (path, bytes, array with ``sr``, or ``(array, sr)``)."""
+@overload
+def embed_utterance(
+    item: Item, model: Encoder | None = None, sr: int | None = None, return_partials: Literal[False] = False
+) -> np.ndarray: ...
+@overload
+def embed_utterance(
+    item: Item, model: Encoder | None = None, sr: int | None = None, *, return_partials: Literal[True]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+def embed_utterance(
+    item: Item, model: Encoder | None = None, sr: int | None = None, return_partials: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """d-vector ``(D,)`` float32, unit norm, of one utterance (path, bytes, array with ``sr``, or ``(array, sr)``).
+
+    With ``return_partials`` (as in Resemblyzer): ``(embedding (D,), partials (W, D), spans (W, 2))``, the d-vector
+    of each 1.6 s window of speech and its start and end second in the input (see
+    :func:`ge2e.inference.embed_partials`); ``embedding`` is their normalised average.
+    """
+    if return_partials:
+        found = inference.embed_partials(model or load_model(), item, sr)
+        return found.embedding, found.partials, found.spans
     return embed_utterances([item], model, sr)[0]
 
 
@@ -131,8 +154,19 @@ def _embed_test(item: Item, model: Encoder, sr: int | None) -> tuple[np.ndarray,
     return vectors[0], float(seconds[0])
 
 
+def _enrolled(value: Item | Sequence[Item] | np.ndarray, model: Encoder, sr: int | None, name: str) -> np.ndarray:
+    """A speaker's ``(D,)`` embedding from its enrollment utterance(s), or the precomputed one it is given."""
+    if isinstance(value, np.ndarray) and value.ndim == 1 and value.shape[0] == model.embedding_size:
+        return average_embeddings(value[None])
+    if isinstance(value, np.ndarray):
+        raise Ge2eError(
+            f"{name}: an array must be a ({model.embedding_size},) embedding; wrap a waveform as [(wav, sr)]"
+        )
+    return embed_speaker(value, model, sr)
+
+
 def verify(
-    enroll_items: Item | Sequence[Item],
+    enroll_items: Item | Sequence[Item] | np.ndarray,
     test_item: Item,
     model: Encoder | None = None,
     threshold: float | None = None,
@@ -141,7 +175,8 @@ def verify(
     """Is ``test_item`` spoken by the speaker of ``enroll_items``?
 
     Args:
-        enroll_items: one or more enrollment utterances (averaged as in :func:`embed_speaker`).
+        enroll_items: one or more enrollment utterances (averaged as in :func:`embed_speaker`), or the
+            speaker's ``(D,)`` embedding from :func:`embed_speaker` (to verify many test items against it).
         test_item: the utterance to check.
         model: an encoder from :func:`load_model` (default: the bundled one).
         threshold: accept when the cosine score is at or above it; default :func:`default_threshold`.
@@ -156,7 +191,7 @@ def verify(
     """
     model = model or load_model()
     threshold = default_threshold(model) if threshold is None else float(threshold)
-    enrolled = embed_speaker(enroll_items, model, sr)
+    enrolled = _enrolled(enroll_items, model, sr, "the enrollment")
     test, seconds = _embed_test(test_item, model, sr)
     score = float(np.dot(enrolled, test))
     return VerificationResult(
@@ -195,14 +230,35 @@ def identify(
     short = inference.is_short(seconds)
     matches = []
     for name, value in speakers.items():
-        if isinstance(value, np.ndarray) and value.ndim == 1 and value.shape[0] == model.embedding_size:
-            enrolled = average_embeddings(value[None])
-        elif isinstance(value, np.ndarray):
-            raise Ge2eError(
-                f"speaker {name!r}: an array must be a ({model.embedding_size},) embedding; "
-                "wrap a waveform as [(wav, sr)]"
-            )
-        else:
-            enrolled = embed_speaker(value, model, sr)
+        enrolled = _enrolled(value, model, sr, f"speaker {name!r}")
         matches.append(Match(str(name), float(np.dot(enrolled, test)), seconds, short))
     return sorted(matches, key=lambda m: m.score, reverse=True)
+
+
+def score_pairs(
+    pairs: Sequence[tuple[Item, Item]], model: Encoder | None = None, sr: int | None = None, batch_size: int = 32
+) -> np.ndarray:
+    """Cosine scores ``(N,)`` of ``N`` (enroll, test) pairs of utterances, as SpeechBrain's ``verify_files``
+    over a trial list: each distinct item is embedded once (paths by name, in-memory items by identity),
+    ``batch_size`` at a time. Compare them with :func:`default_threshold` (or your own).
+
+    Raises:
+        AudioError: an item cannot be used; the line names it.
+    """
+    if not pairs:
+        raise Ge2eError("score_pairs needs at least one (enroll, test) pair")
+    model = model or load_model()
+    row_of: dict[object, int] = {}
+    items: list[Item] = []
+    for pair in pairs:
+        for item in pair:
+            key = str(item) if isinstance(item, str | Path) else id(item)
+            if key not in row_of:
+                row_of[key] = len(items)
+                items.append(item)
+    vectors = embed_utterances(items, model, sr, batch_size)
+
+    def row(item: Item) -> np.ndarray:
+        return vectors[row_of[str(item) if isinstance(item, str | Path) else id(item)]]
+
+    return np.array([float(np.dot(row(enroll), row(test))) for enroll, test in pairs], dtype=np.float32)

@@ -307,7 +307,20 @@ def preprocess(
     name: str | None = None,
     min_speech_ms: float | None = None,
 ) -> np.ndarray:
-    """The whole front end for one utterance -> (T, n_mels) float32 log-mel features.
+    """The whole front end for one utterance -> (T, n_mels) float32 log-mel features (:func:`speech_features`)."""
+    return speech_features(source, sr, cfg, name, min_speech_ms)[0]
+
+
+def speech_features(
+    source: Source,
+    sr: int | None = None,
+    cfg: AudioConfig = AudioConfig(),
+    name: str | None = None,
+    min_speech_ms: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The whole front end for one utterance -> (T, n_mels) float32 log-mel features, and the ``(S,)`` positions
+    in the decoded ``cfg.sample_rate`` audio of the speech samples they were computed from (frame ``t`` covers
+    speech samples ``[t * hop_length, t * hop_length + win_length)``), which place windows on the input's timeline.
 
     :func:`load_speech` (decode to mono ``cfg.sample_rate``, silence check, volume normalisation, VAD) -> the
     speech samples -> minimum duration -> :func:`log_mel` -> subtract the per-utterance mean over time (if
@@ -324,7 +337,8 @@ def preprocess(
     """
     name = input_name(source, name)
     wav, mask = load_speech(source, sr, cfg, name)
-    wav = wav[mask]
+    positions = np.flatnonzero(mask)
+    wav = wav[positions]
     minimum_ms = cfg.min_speech_ms if min_speech_ms is None else min_speech_ms
     min_samples = max(round(minimum_ms * cfg.sample_rate / 1000), cfg.win_length)
     if len(wav) < min_samples:
@@ -334,4 +348,4 @@ def preprocess(
     feats = log_mel(torch.from_numpy(wav), cfg)
     if cfg.mean_normalize:
         feats = feats - feats.mean(dim=0, keepdim=True)
-    return feats.numpy().astype(np.float32, copy=False)
+    return feats.numpy().astype(np.float32, copy=False), positions

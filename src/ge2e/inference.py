@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ge2e.audio import preprocess
+from ge2e.audio import speech_features
 from ge2e.config import AudioConfig, InferenceConfig
 from ge2e.decoding import Source, is_array_item
 from ge2e.errors import AudioError, Ge2eError
@@ -175,7 +175,7 @@ def scoring_features(encoder: Encoder, item: Item, sr: int | None = None, name: 
     Raises:
         AudioError: the item cannot be used (missing, corrupt, silent, no speech); the line names it.
     """
-    return preprocess(item, sr, encoder.audio, name=name, min_speech_ms=SCORING_MIN_SPEECH_MS)
+    return speech_features(item, sr, encoder.audio, name=name, min_speech_ms=SCORING_MIN_SPEECH_MS)[0]
 
 
 def speech_seconds(mel: np.ndarray | torch.Tensor, cfg: AudioConfig) -> float:
@@ -189,21 +189,58 @@ def is_short(seconds: float) -> bool:
 
 
 def embed_with_speech(
-    encoder: Encoder, items: Item | Sequence[Item], sr: int | None = None
+    encoder: Encoder, items: Item | Sequence[Item], sr: int | None = None, batch_size: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`embed_utterances` and the seconds of speech behind each d-vector: ``((U, D), (U,))``."""
-    mels = [scoring_features(encoder, item, sr) for item in as_items(items)]
-    seconds = np.array([speech_seconds(mel, encoder.audio) for mel in mels])
-    return embed_mels(encoder, mels).numpy(), seconds
+    listed = as_items(items)
+    step = len(listed) if batch_size is None else batch_size
+    if step < 1:
+        raise Ge2eError(f"batch_size must be >= 1, got {batch_size}")
+    vectors, seconds = [], []
+    # features of one batch at a time: a long list of in-memory recordings never holds all their frames at once
+    for lo in range(0, len(listed), step):
+        mels = [scoring_features(encoder, item, sr) for item in listed[lo : lo + step]]
+        seconds.extend(speech_seconds(mel, encoder.audio) for mel in mels)
+        vectors.append(embed_mels(encoder, mels).numpy())
+    return np.concatenate(vectors), np.array(seconds)
 
 
-def embed_utterances(encoder: Encoder, items: Item | Sequence[Item], sr: int | None = None) -> np.ndarray:
-    """d-vectors of utterances (paths, bytes, arrays with ``sr``, ``(array, sr)``) -> ``(U, D)`` float32.
+def embed_utterances(
+    encoder: Encoder, items: Item | Sequence[Item], sr: int | None = None, batch_size: int | None = None
+) -> np.ndarray:
+    """d-vectors of utterances (paths, bytes, arrays with ``sr``, ``(array, sr)``) -> ``(U, D)`` float32,
+    ``batch_size`` utterances at a time (default: all at once).
 
     Raises:
         AudioError: an item cannot be used (missing, corrupt, silent, no speech); the line names it.
     """
-    return embed_with_speech(encoder, items, sr)[0]
+    return embed_with_speech(encoder, items, sr, batch_size)[0]
+
+
+@dataclass(frozen=True)
+class Partials:
+    """One utterance's d-vector with the window d-vectors it averages (Resemblyzer's ``return_partials``)."""
+
+    embedding: np.ndarray  # (D,) the utterance d-vector
+    partials: np.ndarray  # (W, D) unit d-vector of each window
+    spans: np.ndarray  # (W, 2) start and end second of each window in the input audio
+
+
+def embed_partials(encoder: Encoder, item: Item, sr: int | None = None) -> Partials:
+    """The utterance d-vector of ``item`` and its windows' d-vectors with their time spans.
+
+    Windows cover speech only (the VAD's silence is cut before framing), so a span that straddles a pause is
+    longer than the window's 1.6 s of speech; spans are seconds in the input audio.
+    """
+    mel, positions = speech_features(item, sr, encoder.audio, min_speech_ms=SCORING_MIN_SPEECH_MS)
+    cfg, audio = encoder.inference, encoder.audio
+    starts = np.asarray(window_starts(mel.shape[0], cfg))
+    size = min(mel.shape[0], cfg.window_frames)
+    vectors = F.normalize(embed_frames(encoder, windows(torch.from_numpy(mel), cfg)), dim=-1)
+    first = positions[starts * audio.hop_length]
+    last = positions[np.minimum((starts + size - 1) * audio.hop_length + audio.win_length, len(positions)) - 1]
+    spans = np.stack([first, last + 1], axis=1) / audio.sample_rate
+    return Partials(normalize_average(vectors).numpy(), vectors.numpy(), spans)
 
 
 def embed_speaker(encoder: Encoder, items: Item | Sequence[Item], sr: int | None = None) -> np.ndarray:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
 import pkgutil
@@ -25,9 +26,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, but an unknown option is reported by its subcommand, with that command's usage
+    and the closest option it has (argparse alone prints the top-level usage, which does not list it)."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr]
+        options = list(command._option_string_actions)
+        guesses = [difflib.get_close_matches(u.split("=", 1)[0], options, n=1) for u in unknown]
+        hint = "".join(f"; did you mean {g[0]}?" for g in guesses if g)
+        command.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: one clear error line and a non-zero exit status on any expected failure."""
-    args = build_parser().parse_args(argv)
+    """Entry point: one clear error line and a non-zero exit status on any expected failure (1, or the
+    command's own ``error_status``: 2 for ``verify``, whose 1 means a rejected voice)."""
+    args = parse(build_parser(), argv)
     handler = logging.StreamHandler()
     # the commands list the files they skip themselves: embed_files' warning per file would report each twice
     handler.addFilter(lambda record: record.name != "ge2e.inference" or record.levelno >= logging.ERROR)
@@ -41,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except Ge2eError as exc:
         print(f"ge2e {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return getattr(args, "error_status", 1)
     except KeyboardInterrupt:
         print(f"ge2e {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -6,6 +6,8 @@ A missing optional package found after minutes of embedding wastes those minutes
 from __future__ import annotations
 
 import importlib.util
+import sys
+from typing import IO
 
 from ge2e.errors import Ge2eError, printable
 
@@ -19,9 +21,10 @@ def require_module(module: str, hint: str) -> None:
         raise Ge2eError(hint)
 
 
-def report_skipped(errors: dict[str, str]) -> None:
+def report_skipped(errors: dict[str, str], file: IO[str] | None = None) -> None:
     """Print one line per file that could not be used, its name escaped so that each stays one line."""
+    out = file or sys.stdout
     if errors:
-        print(f"skipped {len(errors)} file(s):")
+        print(f"skipped {len(errors)} file(s):", file=out)
         for path, problem in errors.items():
-            print(f"  {printable(path)}: {problem}")
+            print(f"  {printable(path)}: {problem}", file=out)

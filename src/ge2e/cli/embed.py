@@ -59,6 +59,16 @@ def collect_audio(inputs: list[str]) -> list[Path]:
     return files
 
 
+def add_speaker_level_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--speaker-level",
+        type=int,
+        metavar="N",
+        help="name speakers after the folder N levels above each file (1 = its parent); default: from the corpus "
+        "layout (LibriSpeech <speaker>/<chapter>/<utt> gives the speaker, not the chapter)",
+    )
+
+
 def save_npz(path: str | Path, **arrays: Any) -> None:
     """``np.savez`` written atomically (:func:`ge2e.files.atomic_write`)."""
     from ge2e.files import atomic_write

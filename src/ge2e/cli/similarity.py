@@ -12,7 +12,7 @@ import numpy as np
 
 from ge2e.cli._model import add_model_options, open_model
 from ge2e.cli._preflight import MATPLOTLIB_HINT, report_skipped, require_module
-from ge2e.cli.embed import collect_audio
+from ge2e.cli.embed import add_speaker_level_option, collect_audio
 from ge2e.errors import Ge2eError
 
 MAX_PRINTED = 30  # a wider matrix does not fit a terminal; the PNG and --csv still hold all of it
@@ -23,14 +23,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "similarity",
         help="cosine-similarity matrix of utterances (printed, and a heatmap PNG)",
         description="Embed the files (folders are searched recursively), print their all-pairs cosine "
-        "similarity (up to 30 files) and draw it as a heatmap, rows ordered by folder; beyond 40 files, the rows of "
-        "each folder (a speaker, in a <speaker>/<utterance> layout) are one labelled block. Files that cannot be "
+        "similarity (up to 30 files) and draw it as a heatmap, rows ordered by speaker (named as the corpus layout "
+        "names them); beyond 40 files, the rows of each speaker are one labelled block. Files that cannot be "
         "used are skipped.",
     )
     p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="audio files and/or folders")
     p.add_argument("--out", default="similarity.png", metavar="PNG", help="heatmap image (default similarity.png)")
     p.add_argument("--csv", metavar="CSV", help="also write the full matrix as CSV")
     add_model_options(p)
+    add_speaker_level_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -64,6 +65,7 @@ def write_csv(path: str | Path, matrix: np.ndarray, paths: Sequence[str]) -> Non
 
 def run(args: argparse.Namespace) -> int:
     from ge2e.cli.plot import MAX_TICK_LABELS, save_heatmap
+    from ge2e.data.readers import speaker_names
     from ge2e.files import check_writable
     from ge2e.inference import embed_files
 
@@ -76,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
     report_skipped(result.errors)
     if len(result.paths) < 2:
         raise Ge2eError(f"need at least 2 usable files, got {len(result.paths)}")
-    # rows of one folder (one speaker in a <speaker>/<utterance> layout) side by side, so speakers show as blocks
-    order = sorted(range(len(result.paths)), key=lambda i: str(Path(result.paths[i]).parent))
+    # rows of one speaker side by side, so that speakers show as blocks
+    speaker_of = dict(zip(result.paths, speaker_names(result.paths, args.speaker_level), strict=True))
+    order = sorted(range(len(result.paths)), key=lambda i: (speaker_of[result.paths[i]], result.paths[i]))
     paths = [result.paths[i] for i in order]
     embeddings = result.embeddings[order]
     matrix = embeddings @ embeddings.T  # unit rows: the dot product is the cosine
@@ -89,10 +92,10 @@ def run(args: argparse.Namespace) -> int:
     if args.csv:
         write_csv(args.csv, matrix, paths)
         print(f"{args.csv}: {len(names)} x {len(names)} matrix")
-    folders = [Path(p).parent.name for p in paths]
-    if len(names) > MAX_TICK_LABELS and len(set(folders)) > 1:  # too many rows to name: name the folders' blocks
-        title = f"Cosine similarity of {len(names)} utterances in {len(set(folders))} folders"
-        save_heatmap(matrix, folders, args.out, title, grouped=True)
+    speakers = [speaker_of[p] for p in paths]
+    if len(names) > MAX_TICK_LABELS and len(set(speakers)) > 1:  # too many rows to name: name the speakers' blocks
+        title = f"Cosine similarity of {len(names)} utterances of {len(set(speakers))} speakers"
+        save_heatmap(matrix, speakers, args.out, title, grouped=True)
     else:
         save_heatmap(matrix, names, args.out, f"Cosine similarity of {len(names)} utterances")
     print(f"{args.out}: heatmap")

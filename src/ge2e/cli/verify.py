@@ -1,38 +1,68 @@
-"""``ge2e verify --enroll A.wav [B.wav ...] --test C.wav``: same speaker or not, with the score and threshold."""
+"""``ge2e verify --enroll A.wav [B.wav ...] --test C.wav [D.wav ...]``: same speaker or not, with the score and
+threshold; exit status 0 when every test file is accepted, 1 when one is rejected, 2 on an error (as ``grep``)."""
 
 from __future__ import annotations
 
 import argparse
 
 from ge2e.cli._model import add_model_options, open_model, short_speech_line, threshold_origin_line
+from ge2e.cli._output import add_output_options, note, print_json
+from ge2e.errors import printable
+
+ACCEPT, REJECT, ERROR = 0, 1, 2
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "verify",
-        help="decide whether a test utterance is spoken by the enrolled speaker",
-        description="Enroll a speaker from one or more utterances (their d-vectors are averaged), score the test "
+        help="decide whether test utterances are spoken by the enrolled speaker",
+        description="Enroll a speaker from one or more utterances (their d-vectors are averaged), score each test "
         "utterance by cosine similarity and accept it when the score reaches the threshold (default: the "
-        "model's threshold calibrated on the development speakers, see docs/model.md). Exit status 0 whatever "
-        "the decision; 1 when a file cannot be used (no speech, corrupt, ...). A test utterance with little speech (a "
-        "digit, a keyword) is scored and flagged short: such scores err far more often.",
+        "model's threshold calibrated on the development speakers, see docs/model.md). Exit status: 0 every test "
+        "utterance accepted, 1 one or more rejected, 2 an error (a file without speech, corrupt, ...). A test "
+        "utterance with little speech (a digit, a keyword) is scored and flagged short: such scores err far more "
+        "often. Where the threshold came from is a note on stderr (--quiet drops it).",
     )
     p.add_argument("--enroll", nargs="+", required=True, metavar="AUDIO", help="enrollment utterance(s)")
-    p.add_argument("--test", required=True, metavar="AUDIO", help="the utterance to verify")
+    p.add_argument("--test", nargs="+", required=True, metavar="AUDIO", help="the utterance(s) to verify")
     add_model_options(p)
     p.add_argument("--threshold", type=float, help="decision threshold on the cosine score (default: calibrated)")
-    p.set_defaults(func=run)
+    add_output_options(p)
+    p.set_defaults(func=run, error_status=ERROR)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ge2e.api import verify
+    from ge2e.api import embed_speaker, verify
 
     model = open_model(args)
-    result = verify(args.enroll, args.test, model, threshold=args.threshold)
-    decision = "same speaker" if result.same_speaker else "different speaker"
-    relation = ">=" if result.same_speaker else "<"
-    print(f"{decision}: score {result.score:.3f} {relation} threshold {result.threshold:.3f}")
-    print(threshold_origin_line(model, args.threshold))
-    if result.short:
-        print(short_speech_line(result.speech_seconds))
-    return 0
+    enrolled = embed_speaker(args.enroll, model)  # once, however many test files
+    results = [verify(enrolled, test, model, threshold=args.threshold) for test in args.test]
+    origin = threshold_origin_line(model, args.threshold)
+    if args.json:
+        print_json(
+            {
+                "same_speaker": all(r.same_speaker for r in results),
+                "threshold": results[0].threshold,
+                "threshold_origin": origin,
+                "enroll": args.enroll,
+                "results": [
+                    {
+                        "test": test,
+                        "same_speaker": r.same_speaker,
+                        "score": r.score,
+                        "speech_seconds": r.speech_seconds,
+                        "short": r.short,
+                    }
+                    for test, r in zip(args.test, results, strict=True)
+                ],
+            }
+        )
+    for test, r in [] if args.json else zip(args.test, results, strict=True):
+        decision = "same speaker" if r.same_speaker else "different speaker"
+        relation = ">=" if r.same_speaker else "<"
+        named = f"{printable(test)}: " if len(args.test) > 1 else ""
+        print(f"{named}{decision}: score {r.score:.3f} {relation} threshold {r.threshold:.3f}")
+        if r.short:
+            print(short_speech_line(r.speech_seconds))
+    note(args, origin)
+    return ACCEPT if all(r.same_speaker for r in results) else REJECT

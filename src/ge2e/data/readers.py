@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -207,13 +208,23 @@ LAYOUTS: dict[str, Layout] = {
 def list_audio(root: Path) -> list[tuple[str, ...]]:
     """Path parts (relative to ``root``) of every audio file under ``root``, sorted; hidden entries ignored.
 
-    Audio-named entries that are not regular files (FIFOs, dangling links, link loops) are listed too, so that
-    the decoder reports them instead of their vanishing silently."""
+    Folder links are followed (corpora are often assembled from links to speaker folders), each real folder once,
+    so a link back up the tree is not walked around forever. Audio-named entries that are not regular files
+    (FIFOs, dangling links, link loops) are listed too, so that the decoder reports them instead of their
+    vanishing silently."""
     files = []
-    for path in root.rglob("*"):
-        rel = path.relative_to(root).parts
-        if path.suffix.lower() in AUDIO_EXTENSIONS and not any(p.startswith(".") for p in rel) and not path.is_dir():
-            files.append(rel)
+    seen = set()
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs.clear()
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        rel = Path(folder).relative_to(root).parts
+        files.extend(
+            (*rel, name) for name in names if not name.startswith(".") and Path(name).suffix.lower() in AUDIO_EXTENSIONS
+        )
     return sorted(files)
 
 
@@ -224,6 +235,34 @@ def detect_layout(files: list[tuple[str, ...]], root: Path | str = "<root>") -> 
         if kept and all(layout.parse(parts) is not None for parts in kept):
             return layout
     raise Ge2eError(f"{root}: cannot detect the corpus layout; pass one of {', '.join(LAYOUTS)} explicitly")
+
+
+def speaker_names(paths: Sequence[str | Path], level: int | None = None) -> list[str]:
+    """The speaker of each file as its corpus layout names it (:func:`detect_layout` on the paths below the
+    files' common folder, or a few folders above it, so that a single speaker's or chapter's files are named
+    right too): LibriSpeech's ``<spk>/<chapter>/<utt>`` gives ``<spk>``. Files no specific layout explains are
+    named after the first folder under the common one (``generic``), else after their parent folder.
+
+    ``level`` overrides the layout: the name of the folder ``level`` steps above each file (1 = its parent).
+    """
+    absolute = [Path(os.path.abspath(p)) for p in paths]
+    if level is not None:
+        if level < 1:
+            raise Ge2eError(f"--speaker-level must be >= 1 (1 = the file's parent folder), got {level}")
+        if short := [p for p in absolute if len(p.parts) <= level]:
+            raise Ge2eError(f"{short[0]}: has no folder {level} level(s) above it (--speaker-level {level})")
+        return [p.parts[-1 - level] for p in absolute]
+    if not absolute:
+        return []
+    common = Path(os.path.commonpath([p.parent for p in absolute]))
+    specific = [layout for layout in LAYOUTS.values() if layout.name != "generic"]
+    for root in [common, *list(common.parents)[:3]]:
+        parts = [p.relative_to(root).parts for p in absolute]
+        for layout in specific:
+            named = [None if layout.skip(q) else layout.parse(q) for q in parts]
+            if any(named) and all(n is not None or layout.skip(q) for n, q in zip(named, parts, strict=True)):
+                return [n[0] if n else p.parent.name for n, p in zip(named, absolute, strict=True)]
+    return [p.relative_to(common).parts[0] if p.parent != common else p.parent.name for p in absolute]
 
 
 def read_corpus(root: str | Path, layout: str = "auto", corpus: str | None = None) -> list[Utterance]:
