@@ -12,6 +12,8 @@ from ge2e.cli._model import add_model_options, open_model
 
 logger = logging.getLogger(__name__)
 
+SPARE_FILES = 128  # descriptors besides connections: the database, the model, libraries, the listening socket
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -42,7 +44,27 @@ def register(subparsers: Any) -> None:
         "--rate-limit", type=int, default=600, metavar="N", help="requests per minute per key (default 600; 0: off)"
     )
     p.add_argument(
-        "--max-connections", type=int, default=64, metavar="N", help="open connections; more get 503 (default 64)"
+        "--max-requests", type=int, default=64, metavar="N", help="requests served at once; more get 503 (default 64)"
+    )
+    p.add_argument(
+        "--max-connections", type=int, default=1024, metavar="N", help="open connections; more get 503 (default 1024)"
+    )
+    p.add_argument(
+        "--max-connections-per-client",
+        type=int,
+        default=32,
+        metavar="N",
+        help="open connections per client address; more get 503 (default 32; 0: off, as behind a proxy)",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds to receive a request head, after connecting or the previous response (default 10)",
+    )
+    p.add_argument(
+        "--keep-alive", type=int, default=5, metavar="S", help="seconds an idle keep-alive connection stays (default 5)"
     )
     p.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error"), help="uvicorn log level"
@@ -66,11 +88,36 @@ def _check_limits(args: argparse.Namespace) -> None:
         (args.db is not None, "--db is required"),
         (args.read_timeout > 0, "--read-timeout must be > 0"),
         (args.rate_limit >= 0, "--rate-limit must be >= 0"),
+        (args.max_requests >= 1, "--max-requests must be >= 1"),
         (args.max_connections >= 1, "--max-connections must be >= 1"),
+        (args.max_connections_per_client >= 0, "--max-connections-per-client must be >= 0"),
+        (args.header_timeout > 0, "--header-timeout must be > 0"),
+        (args.keep_alive >= 1, "--keep-alive must be >= 1"),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+
+
+def _raise_open_file_limit(max_connections: int) -> None:
+    """Each connection is a file descriptor: raise the soft limit to what ``--max-connections`` needs, up to the
+    hard limit (as nginx's ``worker_rlimit_nofile``), so that accepting fails with a 503 rather than EMFILE."""
+    from ge2e.errors import ConfigError
+
+    try:
+        import resource
+    except ImportError:  # not Unix: the platform's own limit applies
+        return
+    need = max_connections + SPARE_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return
+    if hard != resource.RLIM_INFINITY and hard < need:
+        raise ConfigError(
+            f"--max-connections {max_connections} needs {need} open files, but this process may open {hard} "
+            "(ulimit -Hn): lower --max-connections or raise the limit"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
 
 
 def _is_loopback(host: str) -> bool:
@@ -84,11 +131,13 @@ def run(args: argparse.Namespace) -> int:
     from ge2e.errors import ConfigError, Ge2eError
 
     _check_limits(args)
+    _raise_open_file_limit(args.max_connections)
     try:
         import uvicorn
 
         from ge2e.serve import ServeConfig, SpeakerStore, create_app
         from ge2e.serve.auth import load_keys
+        from ge2e.serve.connections import guarded_protocol
     except ImportError as exc:
         raise Ge2eError(
             f"the service needs the serve extra ({exc.name} is missing): pip install 'ge2e[serve]'"
@@ -115,6 +164,10 @@ def run(args: argparse.Namespace) -> int:
         queue=args.queue,
         read_timeout_s=args.read_timeout,
         rate_per_minute=args.rate_limit,
+        max_requests=args.max_requests,
+        header_timeout_s=args.header_timeout,
+        max_connections=args.max_connections,
+        max_connections_per_client=args.max_connections_per_client,
     )
     app = create_app(model, store, env_keys, config, fingerprint)
     if not _is_loopback(args.host):
@@ -125,5 +178,12 @@ def run(args: argparse.Namespace) -> int:
         f"docs at http://{args.host}:{args.port}/docs",
         flush=True,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, limit_concurrency=args.max_connections)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        http=guarded_protocol(app.state.service.connections),
+        timeout_keep_alive=args.keep_alive,
+    )
     return 0

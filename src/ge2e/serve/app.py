@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from ge2e import __version__
 from ge2e.serve.errors import install_error_handlers
 from ge2e.serve.keys import KeyStore
-from ge2e.serve.middleware import CloseUnreadBody, RequestMetrics
+from ge2e.serve.middleware import CloseUnreadBody, RequestLimit, RequestMetrics
 from ge2e.serve.routes import admin, scoring, speakers
 from ge2e.serve.service import Encoder, ServeConfig, Service
 from ge2e.serve.store import SpeakerStore
@@ -51,5 +51,6 @@ def create_app(model: Encoder, store: SpeakerStore, keys: list[str], config: Ser
     for module in (admin, speakers, scoring):
         app.include_router(module.router)
     app.add_middleware(CloseUnreadBody)
+    app.add_middleware(RequestLimit, gate=svc.requests)
     app.add_middleware(RequestMetrics, metrics=svc.metrics)  # added last = outermost: it sees every answer
     return app

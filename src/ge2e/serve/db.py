@@ -11,13 +11,18 @@ namespace) is upgraded in place to version 2, its speakers becoming the ``defaul
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from ge2e.errors import Ge2eError
+
+logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 10_000  # a writer waits this long for another writer's lock before failing
@@ -105,7 +110,10 @@ class Database:
         self._local = threading.local()
         if self.path.is_dir():
             raise StoreError(f"{self.path}: is a directory, not a database file")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _make_private(self.path)
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot create the database file ({exc.strerror})") from None
         try:
             self._migrate()
         except sqlite3.DatabaseError as exc:
@@ -178,6 +186,30 @@ class Database:
             raise
         finally:
             conn.execute("PRAGMA foreign_keys=ON")
+
+
+def _make_private(path: Path) -> None:
+    """Create ``path`` (and its missing folders) readable by its owner only, before SQLite opens it.
+
+    The file holds every tenant's d-vectors, the key digests and the audit log. SQLite creates the ``-wal`` and
+    ``-shm`` files with the database file's mode, so a 0600 database gives 0600 companions. An existing file with
+    group or other bits (from an older ge2e, which let the umask decide) is tightened, with a warning.
+    """
+    missing = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700)
+        os.chmod(folder, 0o700)  # mkdir's mode passes through the umask; the folder must not be wider either
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        for file in (path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm"))):
+            mode = file.stat().st_mode if file.exists() else 0
+            if mode & 0o077 and file.stat().st_uid == os.geteuid():
+                logger.warning("%s: was readable by others (mode %s); now owner-only (0600)", file, oct(mode & 0o777))
+                os.chmod(file, stat.S_IRUSR | stat.S_IWUSR)
+        return
+    os.fchmod(fd, 0o600)  # exactly 0600, whatever the umask took away
+    os.close(fd)
 
 
 def integrity_check(path: str | Path) -> str:

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import compile_path
 
 from ge2e.errors import (
     AudioDecodeError,
@@ -23,6 +24,8 @@ from ge2e.serve.keys import KeyNotFound
 from ge2e.serve.store import SpeakerExists, SpeakerNotFound
 
 logger = logging.getLogger(__name__)
+
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
 
 
 class ApiError(Exception):
@@ -114,11 +117,25 @@ async def _store_error(_: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     routing = {404: "no route", 405: "method not allowed"}
+    headers = exc.headers
     if exc.status_code in routing:  # Starlette's own "Not Found" says nothing about what was asked
         message = f"{routing[exc.status_code]}: {request.method} {request.url.path} (see /docs)"
     else:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
-    return _reply(exc.status_code, _CODES.get(exc.status_code, "http_error"), message, exc.headers)
+    allowed = _allowed_methods(request) if exc.status_code == 405 else None
+    if allowed:  # else a route outside the schema (the docs): Starlette's own Allow stands
+        headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+    return _reply(exc.status_code, _CODES.get(exc.status_code, "http_error"), message, headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the API serves at the request's path, from its OpenAPI schema. Starlette's 405 names only the
+    methods of the first route whose path matched, and each method of a path here is a route of its own."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi()["paths"].items():
+        if compile_path(template)[0].match(request.url.path):
+            methods |= {m.upper() for m in operations if m.upper() in HTTP_METHODS}
+    return sorted(methods)
 
 
 async def _invalid(_: Request, exc: Exception) -> JSONResponse:

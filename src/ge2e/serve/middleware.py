@@ -1,11 +1,15 @@
-"""ASGI middleware: request metrics with bounded labels, and closing connections whose body was left unread."""
+"""ASGI middleware: request metrics with bounded labels, a cap on requests in flight, and closing connections
+whose body was left unread."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ge2e.serve.errors import error_body
 from ge2e.serve.metrics import Metrics
 
 # any other method string is counted as "other": a client must not be able to add metric series at will
@@ -83,3 +87,44 @@ class CloseUnreadBody:
             await send(message)
 
         await self.app(scope, tracked, closing)
+
+
+@dataclass
+class RequestGate:
+    """The count behind :class:`RequestLimit`: requests in flight now, and how many were refused."""
+
+    max_requests: int
+    retry_after_s: int = 1
+    in_flight: int = 0  # one event loop thread runs every request's ASGI code: no lock needed
+    refused: int = 0
+
+
+class RequestLimit:
+    """At most ``gate.max_requests`` requests in flight; one more is answered the JSON 503 with ``Retry-After``.
+
+    This is the concurrency limit uvicorn's ``limit_concurrency`` would give, but counting requests rather than
+    connections (an idle connection holds no request), and answering in the service's error format. It bounds the
+    request bodies held in memory to ``max_requests`` times the upload limit.
+    """
+
+    def __init__(self, app: ASGIApp, gate: RequestGate) -> None:
+        self.app = app
+        self.gate = gate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gate = self.gate
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if gate.in_flight >= gate.max_requests:
+            gate.refused += 1
+            message = f"all {gate.max_requests} request slots are busy; retry after {gate.retry_after_s} s"
+            # the body is left unread, so the connection cannot carry another request
+            headers = {"Retry-After": str(gate.retry_after_s), "Connection": "close"}
+            await JSONResponse(error_body(503, "overloaded", message), 503, headers)(scope, receive, send)
+            return
+        gate.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            gate.in_flight -= 1

@@ -129,7 +129,8 @@ class KeyCreate(BaseModel):
 
     role: Role
     name: str = Field(default="", max_length=200, description="a note on who holds the key")
-    rate_per_minute: int | None = Field(default=None, ge=1, le=MAX_RATE_PER_MINUTE)
+    # strict: pydantic would otherwise take JSON true as 1 request a minute
+    rate_per_minute: int | None = Field(default=None, ge=1, le=MAX_RATE_PER_MINUTE, strict=True)
 
 
 class KeyCreated(ApiKey):

@@ -13,10 +13,12 @@ from ge2e import __version__
 from ge2e.errors import AudioError
 from ge2e.inference import Encoder, embed_mels, is_short, scoring_features, speech_seconds
 from ge2e.serve.body import read_body
+from ge2e.serve.connections import ConnectionPolicy
 from ge2e.serve.errors import ApiError, audio_error
 from ge2e.serve.keys import KeyStore
 from ge2e.serve.limiter import InferenceLimiter, RateLimiter
 from ge2e.serve.metrics import Metrics
+from ge2e.serve.middleware import RequestGate
 from ge2e.serve.store import SpeakerStore
 from ge2e.serve.uploads import Upload, decode, parse_uploads
 
@@ -34,6 +36,10 @@ class ServeConfig:
     retry_after_s: int = 1
     read_timeout_s: float = 30.0
     rate_per_minute: int = 600
+    max_requests: int = 64
+    header_timeout_s: float = 10.0
+    max_connections: int = 1024
+    max_connections_per_client: int = 32
 
 
 def decision(score: float, threshold: float) -> str:
@@ -65,6 +71,11 @@ class Service:
         self.model_id = model_id
         self.limiter = InferenceLimiter(config.workers, config.queue, config.retry_after_s)
         self.rates = RateLimiter(config.rate_per_minute)
+        self.requests = RequestGate(config.max_requests, config.retry_after_s)
+        # used by the server that runs the app (ge2e serve), through ge2e.serve.connections.guarded_protocol
+        self.connections = ConnectionPolicy(
+            config.header_timeout_s, config.max_connections, config.max_connections_per_client, config.retry_after_s
+        )
         self.metrics = Metrics()
 
     async def embed(self, request: Request, max_files: int = 1) -> list[Embedded]:
@@ -114,5 +125,9 @@ class Service:
             ("ge2e_inference_running", "utterances being embedded now", self.limiter.running, ()),
             ("ge2e_rejected_overload_total", "requests refused with 503 (all slots busy)", self.limiter.rejected, ()),
             ("ge2e_rate_limited_total", "requests refused with 429 (key over its rate)", self.rates.limited, ()),
+            ("ge2e_requests_in_flight", "requests being served now", self.requests.in_flight, ()),
+            ("ge2e_rejected_requests_total", "requests refused with 503 (request cap)", self.requests.refused, ()),
+            ("ge2e_connections_open", "open client connections", self.connections.total, ()),
+            ("ge2e_rejected_connections_total", "connections refused with 503 (caps)", self.connections.refused, ()),
             ("ge2e_build_info", "version and model", 1, (("version", __version__), ("model_id", self.model_id))),
         ]
