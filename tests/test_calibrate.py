@@ -16,9 +16,10 @@ from ge2e.cli import main
 from ge2e.config import AudioConfig, ModelConfig
 from ge2e.metrics import error_rates, threshold_at_far
 from ge2e.model import SpeakerEncoder
-from ge2e.pretrained import load_model
+from ge2e.pretrained import bundled_model_path, calibration_path, load_model
 
 SR = 16_000
+needs_bundled = pytest.mark.skipif(not bundled_model_path().exists(), reason="bundled model not present")
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +140,6 @@ def test_exported_files_carry_their_calibration(corpus: Path, model: Path, capsy
 @pytest.mark.parametrize(
     "args, problem",
     [
-        (["--trials", "{root}/dev.txt"], "name it with --model"),
         (["--model", "{model}", "--trials", "{root}/missing.txt"], "missing.txt"),
         (["--model", "{model}", "--trials", "{root}/dev.txt", "--far", "1.5"], "must be in (0, 1)"),
         (["--model", "{model}", "--folder", "{root}/one"], "only target trials"),
@@ -149,6 +149,35 @@ def test_bad_calibration_input_is_one_line(corpus: Path, model: Path, capsys, ar
     status, _, err = run(capsys, "calibrate", *(a.format(root=corpus, model=model) for a in args), "--no-progress")
     assert status == 1 and problem in err and len(err.strip().splitlines()) == 1
     assert not model.with_suffix(".json").exists()
+
+
+def test_dropped_trials_are_named_with_their_reason(corpus: Path, model: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "data").symlink_to(corpus / "data", target_is_directory=True)
+    (tmp_path / "bad.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    trials = tmp_path / "dev.txt"
+    trials.write_text((corpus / "dev.txt").read_text() + "1 data/spk0/u0.wav bad.wav\n")
+    status, out, err = run(capsys, "calibrate", "--model", model, "--trials", trials, "--root", tmp_path, "--json",
+                           "--no-progress")  # fmt: skip
+    assert status == 0, err
+    record = json.loads(out)
+    assert record["n_trials"] == 32 and record["stored_in"] == str(model.with_suffix(".json"))
+    (dropped,) = record["lists"]["dev"]["dropped_trials"]
+    assert dropped["test"].endswith("bad.wav") and "cannot decode" in dropped["problem"]
+    assert f"dropped trial of dev: 1 {tmp_path}/data/spk0/u0.wav {tmp_path}/bad.wav" in err  # JSON mode: on stderr
+
+
+@needs_bundled
+def test_calibrate_defaults_to_the_bundled_model(data_root: Path, tmp_path: Path, capsys) -> None:
+    root = data_root / "LibriSpeech" / "test-other"
+    files = {spk: sorted((root / spk).rglob("*.flac"))[:3] for spk in ("2033", "2414", "3005")}
+    rel = {spk: [p.relative_to(root).as_posix() for p in paths] for spk, paths in files.items()}
+    lines = [f"{int(a == b)} {rel[a][0]} {rel[b][i]}" for a in rel for b in rel for i in (1, 2)]
+    (tmp_path / "trials.txt").write_text("\n".join(lines) + "\n")
+    bundled = calibration_path(bundled_model_path()).read_text()
+    status, out, err = run(capsys, "calibrate", "--trials", tmp_path / "trials.txt", "--root", root, "--no-progress")
+    assert status == 0, err
+    assert "(18 trials)" in out and "not stored" in out and "use --threshold" in out
+    assert calibration_path(bundled_model_path()).read_text() == bundled  # the installed files are left alone
 
 
 # ---------------------------------------------------------------------------------------- what is printed
@@ -176,3 +205,14 @@ def test_eval_labels_its_thresholds(corpus: Path, model: Path, capsys, monkeypat
         "model's calibrated threshold (verify)": 0.25,
     }
     assert report["calibrated_threshold"] == 0.25
+
+
+def test_eval_json_is_the_report_and_the_text_names_the_scoring(corpus: Path, model: Path, capsys) -> None:
+    args = ["eval", "--model", model, "--trials", corpus / "dev.txt", "--no-store", "--no-progress"]
+    status, out, err = run(capsys, *args, "--out", model.parent / "a", "--json")
+    assert status == 0, err
+    report = json.loads(out)
+    assert report == json.loads((model.parent / "a" / "report.json").read_text())
+    assert report["n_trials"] == 32 and 0 <= report["eer"] <= 1 and "EER" in err  # the text went to stderr
+    status, out, _ = run(capsys, *args, "--out", model.parent / "b")
+    assert "on 32 trials (raw cosine scores)" in out and "(none)" not in out

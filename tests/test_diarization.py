@@ -4,6 +4,7 @@ CLI, and short real conversations of test speakers."""
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -512,6 +513,27 @@ def test_diarize_eval_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["diarize-eval", str(tmp_path / "ref"), str(tmp_path / "hyp"), "--json", str(tmp_path / "r.json")]) == 0
     out = capsys.readouterr().out
     assert "50.00%" in out and (tmp_path / "r.json").exists()
+    assert main(["diarize-eval", str(tmp_path / "ref"), str(tmp_path / "hyp"), "--per-file"]) == 0
+    header, row = capsys.readouterr().out.splitlines()[-2:]
+    assert header.split() == ["recording", "DER@0s", "DER@0.25s"] and row.split() == ["a", "50.00%", "50.00%"]
+
+
+def test_diarize_json_is_one_document_of_turns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from types import SimpleNamespace
+
+    turns = [Segment(0.0, 1.5, "SPEAKER_00"), Segment(1.5, 2.0, "SPEAKER_01")]
+    monkeypatch.setattr("ge2e.cli.diarize.open_model", lambda args: None)
+    monkeypatch.setattr("ge2e.diarization.embed_speech", lambda *a, **k: SimpleNamespace(speech_s=2.0, duration_s=2.0))
+    monkeypatch.setattr("ge2e.diarization.pipeline.diarize_speech", lambda *a: turns)
+    audio = tmp_path / "meeting.wav"
+    audio.write_bytes(b"never decoded here")
+    assert main(["diarize", str(audio), "--out", str(tmp_path / "o.rttm"), "--num-speakers", "2", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)  # the whole of stdout
+    meeting = answer["recordings"]["meeting"]
+    assert answer["rttm"] == str(tmp_path / "o.rttm") and meeting["speakers"] == 2 and not meeting["estimated"]
+    assert meeting["turns"][1] == {"start": 1.5, "end": 2.0, "speaker": "SPEAKER_01"}
 
 
 # ---- errors ------------------------------------------------------------------------------------------------

@@ -11,8 +11,9 @@ Trials come from VoxCeleb-format lists or from a ``<speaker>/<utterance>`` folde
 ``enroll`` utterances, every other utterance tested against every speaker, as ``ge2e eval --corpus`` does).
 Choose the threshold on development speakers, never on the ones you report figures for.
 
-The record says which criterion, which data and the error rates there. It is written beside a checkpoint as
-``<model>.json`` (tied to the checkpoint's SHA-256) and into the metadata of an exported ``.onnx`` / ``.ts`` file;
+The record says which criterion, which data, the error rates there and every trial it could not score (and
+why). It is written beside a checkpoint as the same path with ``.json`` for ``.pt`` (``best.pt`` -> ``best.json``,
+tied to the checkpoint's SHA-256) and into the metadata of an exported ``.onnx`` / ``.ts`` file;
 :func:`ge2e.load_model` restores it either way.
 """
 
@@ -93,6 +94,7 @@ def calibrate(
             "n_trials": report["n_trials"],
             "n_target": report["n_target"],
             "skipped_trials": report["skipped_trials"],
+            "dropped_trials": dropped_trials(sources[name], report["bad_files"]),
         }
     return {
         "threshold": round(threshold, 6),
@@ -110,6 +112,19 @@ def calibrate(
         "ge2e_version": version("ge2e"),
         "command": "ge2e calibrate",
     }
+
+
+def dropped_trials(trials: Sequence[EvalTrial], bad_files: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The trials that could not be scored, each with the file that failed and why (one entry per trial)."""
+    dropped = []
+    for trial in trials:
+        failed = next((p for p in (*trial.enroll, trial.test) if p in bad_files), None)
+        if failed is not None:
+            dropped.append(
+                {"label": trial.label, "enroll": list(trial.enroll), "test": trial.test, "file": failed,
+                 "problem": bad_files[failed]}
+            )  # fmt: skip
+    return dropped
 
 
 def store(model_path: str | Path, record: dict[str, Any]) -> Path:

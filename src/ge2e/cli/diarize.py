@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ge2e.cli._model import add_model_options, open_model
+from ge2e.cli._output import add_output_options, human_stream, print_json
 from ge2e.diarization.clustering import METHODS, tuned
 from ge2e.errors import Ge2eError
 
@@ -45,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--min-duration", type=float, default=0.25, metavar="S", help="shortest speaker turn in seconds (default 0.25)"
     )
     p.add_argument("--plot", action="store_true", help="also draw a timeline PNG next to the RTTM file")
+    add_output_options(p, quiet=False)
     p.set_defaults(func=run)
 
     e = sub.add_parser(
@@ -95,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
         raise Ge2eError("several inputs have the same file name; RTTM file ids must be unique")
     out = check_writable(args.out) / Path(args.out).name  # before any embedding
     model = open_model(args)
-    results, failed = {}, {}
+    text = human_stream(args)
+    results, failed, summary = {}, {}, {}
     for path, uri in zip(paths, uris, strict=True):
         try:
             speech = embed_speech(model, path, cfg=cfg)
@@ -110,16 +113,28 @@ def run(args: argparse.Namespace) -> int:
             continue
         results[uri] = segments
         speakers = len({s.speaker for s in segments})
-        print(f"{path}: {speakers} speaker(s){guessed}, {len(segments)} turns, {speech.speech_s:.1f} s of speech")
+        summary[uri] = {
+            "path": str(path),
+            "speakers": speakers,
+            "estimated": bool(guessed),
+            "speech_s": speech.speech_s,
+            "turns": [{"start": s.start, "end": s.end, "speaker": s.speaker} for s in segments],
+        }
+        print(
+            f"{path}: {speakers} speaker(s){guessed}, {len(segments)} turns, {speech.speech_s:.1f} s of speech",
+            file=text,
+        )
         if args.plot:
             from ge2e.diarization.plot import plot_timeline
 
             png = out.with_suffix(".png") if len(paths) == 1 else out.with_name(f"{out.stem}.{uri}.png")
             plot_timeline({args.method or tuned().method: segments}, png, title=str(path), duration=speech.duration_s)
-            print(f"timeline: {png}")
+            print(f"timeline: {png}", file=text)
     if results:
         write_rttm(results, out)
-        print(f"wrote {out} ({len(results)} recording(s))")
+        print(f"wrote {out} ({len(results)} recording(s))", file=text)
+    if args.json:
+        print_json({"rttm": str(out) if results else None, "recordings": summary, "skipped": failed})
     if failed:
         print(f"skipped {len(failed)} of {len(paths)} file(s)", file=sys.stderr)
     return 0 if results else 1
@@ -145,8 +160,10 @@ def run_eval(args: argparse.Namespace) -> int:
         parts = [r.der, r.missed / r.total, r.false_alarm / r.total, r.confusion / r.total] if r.total else [0.0] * 4
         print(f"{r.collar:7.2f}s " + " ".join(f"{100 * x:6.2f}%" for x in parts))
     if args.per_file:
+        width = max(len("recording"), *map(len, refs))
+        print(f"{'recording':<{width}} " + " ".join(f"{f'DER@{r.collar:g}s':>7}" for r in results))
         for uri in sorted(refs):
-            print(uri, " ".join(f"{100 * r.per_file[uri]:6.2f}%" for r in results))
+            print(f"{uri:<{width}} " + " ".join(f"{100 * r.per_file[uri]:6.2f}%" for r in results))
     if args.json:
         _write_json(args.json, [_as_dict(r) for r in results])
     return 0

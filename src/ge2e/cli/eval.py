@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ge2e.cli._model import add_model_options, open_model
+from ge2e.cli._output import add_output_options, human_stream, print_json
 
 if TYPE_CHECKING:
     from ge2e.evaluate import EvalTrial
@@ -48,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-store", action="store_true", help="do not read or write OUT/embeddings.npz")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, help="output folder")
+    add_output_options(p, quiet=False)
     p.set_defaults(func=run)
 
 
@@ -110,20 +113,29 @@ def run(args: argparse.Namespace) -> int:
         fa, miss = error_rates(scored.scores, scored.labels, calibrated)
         report.update(calibrated_threshold=calibrated, calibrated_false_accept_rate=fa, calibrated_miss_rate=miss)
     write_outputs(out, report, scored, title=info["split"], calibrated=calibrated)
+    if args.json:  # the report as written, so that the two never differ
+        print_json(json.loads((out / "report.json").read_text()))
+    text = human_stream(args)
+    scoring = "raw cosine scores" if args.norm == "none" else f"{args.norm} scores"
     print(
         f"{info['split']}: EER {100 * report['eer']:.2f}% (at {report['eer_threshold']:.3f} on these trials)  "
         f"minDCF(0.01) {report['min_dcf_0.01']:.3f}  minDCF(0.05) {report['min_dcf_0.05']:.3f}  "
-        f"on {report['n_trials']} trials ({args.norm})"
+        f"on {report['n_trials']} trials ({scoring})",
+        file=text,
     )
     if calibrated is not None:
         print(
             f"at the model's calibrated threshold {calibrated:.3f} (what verify uses): "
             f"{100 * report['calibrated_false_accept_rate']:.1f}% false accepts, "
-            f"{100 * report['calibrated_miss_rate']:.1f}% misses"
+            f"{100 * report['calibrated_miss_rate']:.1f}% misses",
+            file=text,
         )
     if report["skipped_trials"]:
-        print(f"skipped {report['skipped_trials']} trial(s): {len(report['bad_files'])} file(s) could not be used")
+        print(
+            f"skipped {report['skipped_trials']} trial(s): {len(report['bad_files'])} file(s) could not be used",
+            file=text,
+        )
         for path, problem in list(report["bad_files"].items())[:10]:
-            print(f"  {path}: {problem}")
-    print(f"report: {out / 'report.json'}")
+            print(f"  {path}: {problem}", file=text)
+    print(f"report: {out / 'report.json'}", file=text)
     return 0
