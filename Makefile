@@ -19,9 +19,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-# System tools the tests run: espeak-ng (synthetic speech) and ffmpeg (m4a decoding). Installed with apt-get when
-# missing and this is root on Debian, as on CI; elsewhere a note is printed and their tests skip (fail under CI=true).
-SYSTEM_TOOLS := espeak-ng ffmpeg
+# System tools the tests run: espeak-ng (synthetic speech), ffmpeg (m4a decoding), nginx and openssl (the reverse
+# proxy example, deploy/nginx, over TLS). Installed with apt-get when missing and this is root on Debian, as on CI;
+# elsewhere a note is printed and their tests skip (fail under CI=true).
+SYSTEM_TOOLS := espeak-ng ffmpeg nginx openssl
 
 sysdeps:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
