@@ -241,7 +241,8 @@ def test_write_failure_is_one_line_and_leaves_no_temp_file(corpus: Path, model: 
     """A disk that fills up during the write (mocked: the space check passed, the write then fails)."""
     monkeypatch.setattr(np, "savez", no_space)
     out = tmp_path / "out" / "x.npz"
-    status = main(["embed", str(corpus / "good0.wav"), "--out", str(out), "--model", str(model), "--no-progress"])
+    args = ["embed", str(corpus / "good0.wav"), "--out", str(out), "--model", str(model), "--no-progress", "--mkdir"]
+    status = main(args)
     err = capsys.readouterr().err
     assert status == 1 and err.strip() == f"ge2e embed: error: {out}: cannot write (no space left on device)"
     assert list(out.parent.iterdir()) == []

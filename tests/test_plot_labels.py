@@ -22,7 +22,7 @@ def captured_figures(monkeypatch: pytest.MonkeyPatch) -> list:
     import ge2e.plots
 
     figures: list = []
-    monkeypatch.setattr(ge2e.plots, "_save_png", lambda fig, path: figures.append(fig))
+    monkeypatch.setattr(ge2e.plots, "save_figure", lambda fig, path: figures.append(fig))
     return figures
 
 

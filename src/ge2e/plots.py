@@ -1,8 +1,8 @@
 """Evaluation plots (optional extra ``ge2e[plot]``): DET curves on normal-deviate axes and score histograms.
 
 matplotlib is imported lazily and used through its object-oriented API with the Agg canvas, so importing this
-module is cheap and never changes the process-wide pyplot backend. PNGs are written atomically (temporary file
-in the same folder, then ``os.replace``).
+module is cheap and never changes the process-wide pyplot backend. Images are written atomically (temporary file
+in the same folder, then ``os.replace``) in the format their suffix names.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ge2e.errors import OutputError
 from ge2e.files import atomic_write
 
 if TYPE_CHECKING:
@@ -22,9 +23,11 @@ if TYPE_CHECKING:
 # Tick positions of the classic NIST DET plot, as probabilities.
 _DET_TICKS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
 _DET_MAX = 0.5
+IMAGE_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf", ".jpg": "jpg", ".jpeg": "jpg"}
 
 
-def _new_figure(size: tuple[float, float]) -> Figure:
+def new_figure(size: tuple[float, float]) -> Figure:
+    """An empty figure of ``size`` inches on the Agg canvas (no pyplot state), laid out to fit its labels."""
     try:
         from matplotlib.figure import Figure
     except ImportError as exc:
@@ -32,9 +35,22 @@ def _new_figure(size: tuple[float, float]) -> Figure:
     return Figure(figsize=size, layout="constrained")
 
 
-def _save_png(fig: Figure, path: str | Path) -> None:
-    """Write ``fig`` to ``path`` as PNG via a temporary file in the same folder and ``os.replace``."""
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+def image_format(path: str | Path) -> str:
+    """The image format ``path``'s suffix asks for (png, svg, pdf, jpg).
+
+    Raises:
+        OutputError: another suffix (say it in one line, before any work, rather than write a PNG under that name).
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in IMAGE_FORMATS:
+        raise OutputError(path, f"unknown image type {suffix or '(no suffix)'!r}: name it .png, .svg, .pdf or .jpg")
+    return IMAGE_FORMATS[suffix]
+
+
+def save_figure(fig: Figure, path: str | Path) -> None:
+    """Write ``fig`` to ``path`` in the format of its suffix (:func:`image_format`), atomically."""
+    kind = image_format(path)
+    atomic_write(path, lambda f: fig.savefig(f, format=kind, dpi=120))
 
 
 def _probit(p: ArrayLike) -> np.ndarray:
@@ -52,7 +68,7 @@ def plot_det(curves: Mapping[str, tuple[ArrayLike, ArrayLike]], path: str | Path
             :func:`ge2e.metrics.det_curve`.
         path: PNG file to write.
     """
-    fig = _new_figure((5.0, 5.0))
+    fig = new_figure((5.0, 5.0))
     ax = fig.add_subplot()
     smallest = _DET_MAX
     for name, (p_fa, p_miss) in curves.items():
@@ -75,7 +91,7 @@ def plot_det(curves: Mapping[str, tuple[ArrayLike, ArrayLike]], path: str | Path
     ax.set_ylabel("Miss rate (%)")
     ax.grid(True, linewidth=0.4)
     ax.legend(loc="upper right", fontsize="small")
-    _save_png(fig, path)
+    save_figure(fig, path)
 
 
 def plot_score_histogram(
@@ -93,7 +109,7 @@ def plot_score_histogram(
     s = np.asarray(scores, dtype=np.float64)
     is_target = np.asarray(labels) == 1
     bins = np.histogram_bin_edges(s, bins=min(60, max(10, s.size // 20)))
-    fig = _new_figure((6.0, 4.0))
+    fig = new_figure((6.0, 4.0))
     ax = fig.add_subplot()
     ax.hist(s[~is_target], bins=bins, alpha=0.6, density=True, label=f"non-target (n={np.sum(~is_target)})")
     ax.hist(s[is_target], bins=bins, alpha=0.6, density=True, label=f"target (n={np.sum(is_target)})")
@@ -102,4 +118,4 @@ def plot_score_histogram(
     ax.set_xlabel("Score")
     ax.set_ylabel("Density")
     ax.legend(fontsize="small")
-    _save_png(fig, path)
+    save_figure(fig, path)

@@ -5,8 +5,10 @@ A missing optional package found after minutes of embedding wastes those minutes
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import sys
+from pathlib import Path
 from typing import IO
 
 from ge2e.errors import Ge2eError, printable
@@ -28,3 +30,19 @@ def report_skipped(errors: dict[str, str], file: IO[str] | None = None) -> None:
         print(f"skipped {len(errors)} file(s):", file=out)
         for path, problem in errors.items():
             print(f"  {printable(path)}: {problem}", file=out)
+
+
+def add_mkdir_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mkdir", action="store_true", help="create the output file's folder when it does not exist")
+
+
+def check_output(args: argparse.Namespace, path: str | Path, image: bool = False) -> Path:
+    """Fail before any work when ``path`` cannot be written: its folder is missing (unless ``--mkdir``), or, for
+    an ``image``, its suffix names no image type. Returns the folder."""
+    from ge2e.files import check_writable
+
+    if image:
+        from ge2e.plots import image_format
+
+        image_format(path)
+    return check_writable(path, create_parents=args.mkdir)

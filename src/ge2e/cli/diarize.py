@@ -10,6 +10,7 @@ from typing import Any
 
 from ge2e.cli._model import add_model_options, open_model
 from ge2e.cli._output import add_output_options, human_stream, print_json
+from ge2e.cli._preflight import add_mkdir_option, check_output
 from ge2e.diarization.clustering import METHODS, tuned
 from ge2e.errors import Ge2eError
 
@@ -24,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("audio", nargs="+", metavar="AUDIO", help="recording(s); several go into one RTTM file")
     p.add_argument("--out", required=True, metavar="RTTM", help="output RTTM file")
+    add_mkdir_option(p)
     p.add_argument("--num-speakers", type=int, metavar="K", help="the number of speakers, when known")
     p.add_argument("--min-speakers", type=int, metavar="A", help="at least A speakers (default 1)")
     p.add_argument("--max-speakers", type=int, metavar="B", help="at most B speakers (default 10)")
@@ -75,7 +77,6 @@ def run(args: argparse.Namespace) -> int:
     from ge2e.diarization import DiarizationConfig, embed_speech, write_rttm
     from ge2e.diarization.pipeline import diarize_speech, speaker_range
     from ge2e.errors import AudioError
-    from ge2e.files import check_writable
 
     lo, hi = speaker_range(args.num_speakers, args.min_speakers, args.max_speakers)
     # the count is right for 60% of the 2-4 speaker test conversations (docs/diarization.md): say when it is a guess
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     uris = [_uri(p) for p in paths]
     if len(set(uris)) < len(uris):
         raise Ge2eError("several inputs have the same file name; RTTM file ids must be unique")
-    out = check_writable(args.out) / Path(args.out).name  # before any embedding
+    out = check_output(args, args.out) / Path(args.out).name  # before any embedding
     model = open_model(args)
     text = human_stream(args)
     results, failed, summary = {}, {}, {}

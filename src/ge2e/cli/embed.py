@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ge2e.cli._model import add_model_options, open_model
-from ge2e.cli._preflight import report_skipped
+from ge2e.cli._preflight import add_mkdir_option, check_output, report_skipped
 from ge2e.errors import Ge2eError, printable
 
 
@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="DIR_OR_FILE", help="audio files and/or folders")
     p.add_argument("--out", required=True, metavar="NPZ", help="output file, e.g. emb.npz")
+    add_mkdir_option(p)
     add_model_options(p)
     p.add_argument("--batch-size", type=int, default=32, help="utterances per batch (default 32)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -77,11 +78,11 @@ def save_npz(path: str | Path, **arrays: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ge2e.files import check_free_space, check_writable
+    from ge2e.files import check_free_space
 
     if args.batch_size < 1:
         raise Ge2eError(f"--batch-size must be >= 1, got {args.batch_size}")
-    folder = check_writable(args.out)  # first: collecting files already imports torch (seconds)
+    folder = check_output(args, args.out)  # first: collecting files already imports torch (seconds)
     files = collect_audio(args.inputs)
     check_free_space(folder, len(files) * NPZ_BYTES_PER_FILE)
     from ge2e.inference import embed_files

@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from ge2e.cli._model import add_model_options, open_model
-from ge2e.cli._preflight import MATPLOTLIB_HINT, UMAP_HINT, report_skipped, require_module
+from ge2e.cli._preflight import (
+    MATPLOTLIB_HINT,
+    UMAP_HINT,
+    add_mkdir_option,
+    check_output,
+    report_skipped,
+    require_module,
+)
 from ge2e.errors import Ge2eError
 
 MAX_TICK_LABELS = 40  # beyond this a heatmap's axis labels overlap into noise
@@ -29,7 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "detects) and plot a 2-D projection coloured by speaker: PCA, or UMAP with `pip install umap-learn`.",
     )
     p.add_argument("folder", metavar="DIR", help="folder of <speaker>/<utterance> audio files")
-    p.add_argument("--out", default="projection.png", metavar="PNG", help="output image (default projection.png)")
+    p.add_argument(
+        "--out", default="projection.png", metavar="IMAGE", help="image: .png .svg .pdf .jpg (default projection.png)"
+    )
+    add_mkdir_option(p)
     p.add_argument("--method", choices=("pca", "umap"), default="pca", help="projection (default pca)")
     p.add_argument("--per-speaker", type=int, default=0, metavar="N", help="at most N utterances per speaker")
     add_model_options(p)
@@ -68,10 +78,10 @@ def save_projection(
     Up to :data:`MAX_LEGEND` speakers get a colour each and a legend; more get ten colours times several marker
     shapes, and each speaker's name is written at the centre of its points, where the eye looks for it.
     """
-    from ge2e.plots import _new_figure, _save_png
+    from ge2e.plots import new_figure, save_figure
 
     names = sorted(set(speakers))
-    fig = _new_figure((7.0, 6.0))
+    fig = new_figure((7.0, 6.0))
     ax = fig.add_subplot()
     labels = np.asarray(speakers)
     for i, name in enumerate(names):
@@ -91,7 +101,7 @@ def save_projection(
     ax.set_yticks([])
     if len(names) <= MAX_LEGEND:
         ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.0, 0.5), title="speaker")
-    _save_png(fig, path)
+    save_figure(fig, path)
 
 
 def save_heatmap(
@@ -102,10 +112,10 @@ def save_heatmap(
     With ``grouped``, ``labels`` are the speakers of rows already sorted by speaker: lines separate the speaker
     blocks and each block is labelled once. Otherwise every row is labelled, for up to 40 rows.
     """
-    from ge2e.plots import _new_figure, _save_png
+    from ge2e.plots import new_figure, save_figure
 
     size = min(12.0, 4.0 + 0.18 * min(len(labels), 3 * MAX_TICK_LABELS))
-    fig = _new_figure((size + 1.2, size))
+    fig = new_figure((size + 1.2, size))
     ax = fig.add_subplot()
     image = ax.imshow(matrix, cmap="viridis", vmin=min(0.0, float(matrix.min())), vmax=1.0, interpolation="nearest")
     fig.colorbar(image, ax=ax, shrink=0.8, label="cosine similarity")
@@ -124,7 +134,7 @@ def save_heatmap(
         ax.set_xticks([])
         ax.set_yticks([])
     ax.set_title(title)
-    _save_png(fig, path)
+    save_figure(fig, path)
 
 
 def _style(i: int, n: int) -> tuple[tuple[float, ...], str]:
@@ -144,13 +154,12 @@ def _style(i: int, n: int) -> tuple[tuple[float, ...], str]:
 
 def run(args: argparse.Namespace) -> int:
     from ge2e.data.readers import read_corpus
-    from ge2e.files import check_writable
     from ge2e.inference import embed_files
 
     require_module("matplotlib", MATPLOTLIB_HINT)
     if args.method == "umap":
         require_module("umap", UMAP_HINT)
-    check_writable(args.out)
+    check_output(args, args.out, image=True)
     utterances = read_corpus(args.folder)
     if args.per_speaker > 0:
         seen: dict[str, int] = {}

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ge2e.cli._model import add_model_options, open_model
-from ge2e.cli._preflight import MATPLOTLIB_HINT, report_skipped, require_module
+from ge2e.cli._preflight import MATPLOTLIB_HINT, add_mkdir_option, check_output, report_skipped, require_module
 from ge2e.cli.embed import add_speaker_level_option, collect_audio
 from ge2e.errors import Ge2eError
 
@@ -28,8 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "used are skipped.",
     )
     p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="audio files and/or folders")
-    p.add_argument("--out", default="similarity.png", metavar="PNG", help="heatmap image (default similarity.png)")
+    p.add_argument(
+        "--out", default="similarity.png", metavar="IMAGE", help="heatmap: .png .svg .pdf .jpg (default similarity.png)"
+    )
     p.add_argument("--csv", metavar="CSV", help="also write the full matrix as CSV")
+    add_mkdir_option(p)
     add_model_options(p)
     add_speaker_level_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -66,14 +69,13 @@ def write_csv(path: str | Path, matrix: np.ndarray, paths: Sequence[str]) -> Non
 def run(args: argparse.Namespace) -> int:
     from ge2e.cli.plot import MAX_TICK_LABELS, save_heatmap
     from ge2e.data.readers import speaker_names
-    from ge2e.files import check_writable
     from ge2e.inference import embed_files
 
     require_module("matplotlib", MATPLOTLIB_HINT)
     files = collect_audio(args.inputs)
-    for out in (args.out, args.csv):
-        if out:
-            check_writable(out)
+    check_output(args, args.out, image=True)
+    if args.csv:
+        check_output(args, args.csv)
     result = embed_files(open_model(args), files, progress=not args.no_progress)
     report_skipped(result.errors)
     if len(result.paths) < 2:
