@@ -9,6 +9,12 @@ server's resident memory before and after.
 
     python benchmarks/serve_load.py --preset small --duration 30 --concurrency 1,4,16
     python benchmarks/serve_load.py --model exp/run/best.pt --workers 2 --queue 8 --json out.json
+    python benchmarks/serve_load.py --abuse --duration 60 --concurrency 16 --queue 16
+
+``--abuse`` holds idle connections and unfinished request heads open from many loopback addresses
+(127.0.<n>.1: Linux routes all of 127.0.0.0/8 to the loopback interface) for the whole run, reopening each one
+the server closes, and reports one verify from a new client made while they are held, then the clients' success
+rate (429, 503, other errors and transport errors count as failures) and latency.
 
 ``--preset`` builds a random encoder of that architecture (speed does not depend on the weights); ``--model``
 serves a checkpoint. Audio: a LibriSpeech test-other clip from $GE2E_DATA.
@@ -20,7 +26,10 @@ import argparse
 import json
 import os
 import platform
+import re
+import resource
 import secrets
+import selectors
 import socket
 import subprocess
 import sys
@@ -38,6 +47,8 @@ REPO = Path(__file__).resolve().parents[1]
 CLIP = "LibriSpeech/test-other/1688/142285/1688-142285-0002.flac"  # 2.8 s of read speech
 MAX_DURATION_S = 600  # a bounded load test, not a stress tool
 MAX_CLIENTS = 64
+MAX_ABUSE_CONNECTIONS = 2000
+HALF_HEAD = b"POST /v1/identify HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer x"
 KINDS = ("2xx", "429", "503", "other", "transport")
 COLUMNS = ("clients", "ok/s", *KINDS, "p50 ms", "p95 ms", "p99 ms", "n", "RSS MiB before/after")
 
@@ -56,10 +67,17 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads per inference (default 1)")
     p.add_argument("--rate-limit", type=int, default=0, help="server's per-key requests/minute (default 0: off)")
     p.add_argument("--json", type=Path, help="also write the results here")
+    abuse = p.add_argument_group("abuse scenario")
+    abuse.add_argument("--abuse", action="store_true", help="hold idle connections and unfinished heads meanwhile")
+    abuse.add_argument("--idle", type=int, default=500, help="idle connections held (default 500)")
+    abuse.add_argument("--half-open", type=int, default=200, help="unfinished request heads held (default 200)")
+    abuse.add_argument("--addresses", type=int, default=50, help="loopback addresses they come from (default 50)")
     args = p.parse_args()
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     if not 0 < args.duration <= MAX_DURATION_S or not all(1 <= c <= MAX_CLIENTS for c in args.concurrency):
         p.error(f"--duration must be in (0, {MAX_DURATION_S}] and each --concurrency in 1..{MAX_CLIENTS}")
+    if not (0 <= args.idle + args.half_open <= MAX_ABUSE_CONNECTIONS and 1 <= args.addresses <= 250):
+        p.error(f"--idle + --half-open must be in 0..{MAX_ABUSE_CONNECTIONS} and --addresses in 1..250")
     return args
 
 
@@ -165,6 +183,94 @@ def run_load(url: str, key: str, audio: bytes, duration: float, concurrency: int
     return tally, time.monotonic() - start
 
 
+class Abuser(threading.Thread):
+    """Holds ``idle`` connections that send nothing and ``half_open`` ones that send half a request head, spread
+    over ``addresses`` loopback addresses, until ``end``; each connection the server closes is opened again."""
+
+    def __init__(self, port: int, idle: int, half_open: int, addresses: int, end: float) -> None:
+        super().__init__(daemon=True)
+        self.port, self.end = port, end
+        kinds = [b""] * idle + [HALF_HEAD] * half_open
+        self.slots = [(f"127.0.{1 + i % addresses}.1", head) for i, head in enumerate(kinds)]
+        self.selector = selectors.DefaultSelector()
+        self.reopened = 0
+        self.failed = 0  # connects that did not succeed (refused, reset)
+        self.ready = threading.Event()
+
+    def _open(self, slot: int) -> None:
+        address, head = self.slots[slot]
+        sock = socket.socket()
+        try:
+            sock.bind((address, 0))
+            sock.settimeout(5)
+            sock.connect(("127.0.0.1", self.port))
+            sock.sendall(head)
+        except OSError:
+            self.failed += 1
+            sock.close()
+            return
+        sock.setblocking(False)
+        self.selector.register(sock, selectors.EVENT_READ, slot)
+
+    def run(self) -> None:
+        for slot in range(len(self.slots)):
+            self._open(slot)
+        self.ready.set()
+        while time.monotonic() < self.end:  # bounded: stops by itself at the end of the run
+            for key, _ in self.selector.select(timeout=0.2):
+                sock = key.fileobj
+                try:
+                    data = sock.recv(4096)  # the server answered (408, 503) or closed: either way, reopen
+                except OSError:
+                    data = b""
+                if data:
+                    continue  # the close follows
+                self.selector.unregister(sock)
+                sock.close()
+                self.reopened += 1
+                self._open(key.data)
+        for key in list(self.selector.get_map().values()):
+            key.fileobj.close()
+        self.selector.close()
+
+
+def server_gauges(url: str, key: str) -> dict[str, float]:
+    text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {key}"}, timeout=30).text
+    return {m[1]: float(m[2]) for m in re.finditer(r"^(ge2e_\w+) (\S+)$", text, re.M)}
+
+
+def run_abuse(args: argparse.Namespace, url: str, key: str, audio: bytes, concurrency: int, pid: int) -> dict:
+    """One client count under abuse: a new client's verify once the abusers are in, then the clients' run."""
+    port = int(url.rsplit(":", 1)[1])
+    rss_before = rss_mib(pid)
+    abuser = Abuser(port, args.idle, args.half_open, args.addresses, time.monotonic() + args.duration + 30)
+    abuser.start()
+    abuser.ready.wait()
+    held = server_gauges(url, key)["ge2e_connections_open"]
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as new:
+        start = time.monotonic()
+        first = new.post("/v1/speakers/bench/verify", content=audio)
+        first_ms = (time.monotonic() - start) * 1000
+    tally, wall = run_load(url, key, audio, args.duration, concurrency)
+    gauges = server_gauges(url, key)
+    abuser.end = 0  # stop it now
+    abuser.join()
+    answered = sum(tally.counts.values())
+    return {
+        "idle": args.idle,
+        "half_open": args.half_open,
+        "addresses": args.addresses,
+        "server_connections_at_start": int(held),
+        "new_client_status": first.status_code,
+        "new_client_ms": round(first_ms, 1),
+        "success_pct": round(100 * tally.counts["2xx"] / max(1, answered), 2),
+        "abuse_reopened": abuser.reopened,
+        "abuse_connect_failures": abuser.failed,
+        "server_rejected_connections": int(gauges["ge2e_rejected_connections_total"]),
+        **summarise(tally, wall, concurrency, (rss_before, rss_mib(pid))),
+    }
+
+
 def summarise(tally: Tally, wall: float, concurrency: int, rss: tuple[float, float]) -> dict:
     ms = np.array(tally.ok_latencies) * 1000
 
@@ -203,8 +309,31 @@ def print_table(rows: list[dict], args: argparse.Namespace, load: tuple[float, f
         )
 
 
+def print_abuse(rows: list[dict]) -> None:
+    print("\n| idle + half-open (addresses) | open at start | new client verify | clients | ok/s | success % | "
+          "2xx | 429 | 503 | other | transport | p50 ms | p99 ms | reopened | refused |")  # fmt: skip
+    print("|" + "---|" * 15)
+    for r in rows:
+        print(
+            f"| {r['idle']} + {r['half_open']} ({r['addresses']}) | {r['server_connections_at_start']} | "
+            f"{r['new_client_status']} in {r['new_client_ms']} ms | {r['clients']} | {r['ok_per_s']} | "
+            f"{r['success_pct']} | {r['2xx']} | {r['429']} | {r['503']} | {r['other']} | {r['transport']} | "
+            f"{r['p50_ms']} | {r['p99_ms']} | {r['abuse_reopened']} | {r['server_rejected_connections']} |"
+        )
+
+
+def raise_open_files(need: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        if hard != resource.RLIM_INFINITY and hard < need:
+            sys.exit(f"the abuse scenario needs {need} open files; ulimit -Hn allows {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+
+
 def main() -> None:
     args = parse_args()
+    if args.abuse:
+        raise_open_files(args.idle + args.half_open + 2 * max(args.concurrency) + 256)
     data = Path(os.environ.get("GE2E_DATA", REPO.parent / "shared" / "data"))
     audio_path = args.audio or data / CLIP
     if not audio_path.is_file():
@@ -221,6 +350,9 @@ def main() -> None:
                 c.post("/v1/speakers/bench/enrollments", content=audio).raise_for_status()
             run_load(url, key, audio, args.warmup, 1)
             for concurrency in args.concurrency:
+                if args.abuse:
+                    rows.append(run_abuse(args, url, key, audio, concurrency, proc.pid))
+                    continue
                 before = rss_mib(proc.pid)
                 tally, wall = run_load(url, key, audio, args.duration, concurrency)
                 rows.append(summarise(tally, wall, concurrency, (before, rss_mib(proc.pid))))
@@ -229,6 +361,8 @@ def main() -> None:
             proc.wait(timeout=30)
     load = (load_before, os.getloadavg()[0])
     print_table(rows, args, load)
+    if args.abuse:
+        print_abuse(rows)
     if args.json:
         meta = {"model": args.model or f"random {args.preset}", "audio_seconds": round(sf.info(audio_path).duration, 3)}
         meta |= {"workers": args.workers, "queue": args.queue, "torch_threads": args.threads, "load_avg_1min": load}

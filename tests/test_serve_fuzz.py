@@ -2,7 +2,8 @@
 
 Inputs that fit the schema and inputs that do not, with an admin key, a verify-only key and no key: whatever
 arrives, the answer is never a 5xx, its status is one the schema documents, and its body matches the schema
-(which also rules out NaN or Infinity, as the body must parse as JSON). Bounded: a fixed number of examples per
+(which also rules out NaN or Infinity, as the body must parse as JSON), and a route the schema says needs a key
+refuses a request without one while the open ``/health`` is marked open. Bounded: a fixed number of examples per
 route, no shrinking, derandomised so that CI runs the same cases every time.
 """
 
@@ -16,6 +17,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    ignored_auth,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -27,7 +29,13 @@ from ge2e.serve.keys import KeyStore, Role
 from serve_server import KEY, tiny_model
 
 EXAMPLES_PER_ROUTE = 30
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    ignored_auth,  # a route that declares a key refuses requests without one
+]
 
 
 @pytest.fixture(scope="module")
