@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 GE2E_DATA ?= ../shared/data
 EXTRAS := plot,train,diarization,serve,export,test
 
-.PHONY: install sysdeps demo test lint bench mutate clean
+.PHONY: install sysdeps demo test lint bench mutate dist clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,5 +59,11 @@ mutate: install
 	set -f; OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/mutmut run --max-children $(MUTATE_JOBS) $(MUTANTS)
 	$(BIN)/python tests/mutation_report.py
 
+# A wheel with the bundled model inside (dist/ge2e-*.whl): `pip install torch==2.13.0 dist/ge2e-*.whl` in any venv
+# gives a `ge2e` that runs offline.
+dist: | $(BIN)/python
+	$(BIN)/pip install -q build
+	$(BIN)/python -m build --wheel --outdir dist
+
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf dist $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
