@@ -425,3 +425,61 @@ def test_vad_trims_librispeech(data_root: Path) -> None:
     assert 0.5 * len(speech) < len(trimmed) < len(speech)
     assert np.sum(trimmed.astype(np.float64) ** 2) > 0.9 * np.sum(speech.astype(np.float64) ** 2)
     assert preprocess(path).shape[1] == 40
+
+
+def syllables(seconds: float, rate_hz: float = 4.0) -> np.ndarray:
+    """A voiced-speech stand-in: a 150 Hz buzz with harmonics whose level rises and falls like syllables."""
+    t = np.arange(round(seconds * SR)) / SR
+    buzz = sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 20))
+    envelope = np.clip(np.sin(2 * np.pi * rate_hz * t), 0, None) ** 2
+    return (0.3 * buzz * envelope / np.abs(buzz).max()).astype(np.float32)
+
+
+@pytest.fixture
+def deaf_vad(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A VAD that hears nothing: what silero does on some clearly spoken short or narrowband clips."""
+    monkeypatch.setattr("ge2e.audio.speech_mask", lambda wav, *args, **kwargs: np.zeros(len(wav), dtype=bool))
+
+
+def test_audible_clip_the_vad_misses_is_scored_with_a_warning(deaf_vad: None) -> None:
+    from ge2e.errors import LowConfidenceSpeech
+
+    quiet = np.zeros(SR // 2, dtype=np.float32)
+    clip = np.concatenate([quiet, syllables(0.8), quiet])
+    with pytest.warns(LowConfidenceSpeech, match=r"clip\.wav: the VAD found 0 ms of speech; scored the energy"):
+        feats = preprocess(clip, sr=SR, name="clip.wav")
+    # the energy trim drops the silence around the syllables (100 frames a second, padding aside)
+    assert 70 <= len(feats) <= 100, len(feats)
+
+
+def test_whole_clip_when_even_the_energy_trim_is_too_short(deaf_vad: None) -> None:
+    from ge2e.errors import LowConfidenceSpeech
+
+    clip = np.concatenate([np.zeros(SR // 4, dtype=np.float32), syllables(0.05, rate_hz=10.0)])
+    cfg = AudioConfig(vad_pad_ms=0.0)
+    with pytest.warns(LowConfidenceSpeech, match="scored the whole clip"):
+        feats = preprocess(clip, sr=SR, cfg=cfg, name="blip.wav", min_speech_ms=250)
+    assert len(feats) == 1 + (len(clip) - cfg.win_length) // cfg.hop_length
+
+
+def test_steady_noise_is_still_refused_when_the_vad_misses(deaf_vad: None) -> None:
+    hum = tone(100, 1.0, amp=0.3)
+    with pytest.raises(NoSpeechError, match="steady sound"):
+        preprocess(hum, sr=SR, name="hum.wav")
+
+
+def test_refused_shared_clips_that_people_hear_are_scored(data_root: Path) -> None:
+    """Clips silero keeps too little of (a 216 ms isolated word; keywords it hears no speech in) get a score."""
+    import warnings
+
+    from ge2e.errors import LowConfidenceSpeech
+
+    clips = [
+        "DSPSpeech-20/15307130191/15307130191-10-03.opus",
+        "speech_commands_v0.02_test/right/475b61f1_nohash_0.opus",
+    ]
+    for clip in clips:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert preprocess(data_root / clip, min_speech_ms=250).shape[1] == 40
+        assert any(issubclass(w.category, LowConfidenceSpeech) for w in caught), clip

@@ -180,7 +180,9 @@ def test_a_spoken_digit_is_scored_and_noise_refused(
     sf.write(hiss, (0.01 * np.random.default_rng(0).standard_normal(SR)).astype(np.float32), SR)
     status, out, err = ge2e_here(capsys, "verify", *common, "--test", hiss)
     assert status == 2 and out == ""
-    assert err.strip().splitlines() == [f"ge2e verify: error: {hiss}: no speech found by VAD (threshold 0.5)"]
+    assert err.strip().splitlines() == [
+        f"ge2e verify: error: {hiss}: no speech found by VAD (threshold 0.5; steady sound)"
+    ]
 
 
 def test_embed_skips_bad_files_and_writes_npz(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -261,3 +263,20 @@ def test_embed_follows_linked_speaker_folders_once(
     with np.load(tmp_path / "emb.npz") as npz:
         names = sorted(Path(p).relative_to(linked).as_posix() for p in npz["paths"])
     assert names == [f"{s}/utt{u}.wav" for s in ("spk0", "spk1") for u in range(5)]
+
+
+def test_a_clip_the_vad_misses_is_scored_with_a_one_line_warning(
+    data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A clearly spoken keyword silero hears no speech in: scored, and stderr says so in one line."""
+    model = tmp_path / "vad.pt"
+    SpeakerEncoder(ModelConfig(hidden_size=16, proj_size=0, num_layers=1), AudioConfig()).save(model)
+    clips = data_root / "speech_commands_v0.02_test"
+    word = clips / "right" / "475b61f1_nohash_0.opus"
+    common = ["--enroll", clips / "up" / "b83c1acf_nohash_4.opus", "--model", model, "--threshold", "-1"]
+    status, out, err = ge2e_here(capsys, "verify", *common, "--test", word)
+    assert status == 0, err
+    assert out.startswith("same speaker: score")
+    warning = [line for line in err.splitlines() if "low confidence" in line]
+    assert warning == [f"ge2e verify: warning: {word}: the VAD found 0 ms of speech; scored the energy-trimmed "
+                       "audio (low confidence)"], err  # fmt: skip

@@ -24,6 +24,7 @@ from ge2e.decoding import ARRAY_NAME, Source, input_name, load_audio
 from ge2e.errors import (
     AudioError,
     AudioTooShort,
+    LowConfidenceSpeech,
     NoSpeechError,
 )
 
@@ -33,6 +34,11 @@ SILENCE_DBFS = -80.0  # peak level under which a recording is silent (16-bit dit
 LOG_FLOOR = 1e-6  # added to mel energies before the log, so silent frames stay finite
 VAD_SAMPLE_RATES = (8_000, 16_000)  # the rates silero-vad accepts
 VAD_MIN_REGION_MS = 100  # shorter speech regions are dropped; silero's 250 ms default loses 1 s keyword clips
+# The fallback when the VAD keeps too little of an audible clip: 10 ms frames within this many dB of the loudest
+# frame count as speech (a clearly spoken word is tens of dB above the room; the pauses around it are not).
+ENERGY_FRAME_MS = 10.0
+ENERGY_RANGE_DB = 35.0
+MIN_SPEECH_SPREAD_DB = 10.0  # least spread of frame levels (95th - 5th percentile) that can be speech
 
 
 # ------------------------------------------------------------------------------------------------ loudness
@@ -182,6 +188,52 @@ def trim_silence(
     return wav[_require_speech(speech_mask(wav, sr, threshold, pad_ms), name, threshold)]
 
 
+def _frame_levels(wav: np.ndarray, sr: int) -> tuple[np.ndarray, int]:
+    """dB power of each whole 10 ms frame of (L,) samples, and the frame length in samples."""
+    hop = max(1, round(ENERGY_FRAME_MS * sr / 1000))
+    frames = len(wav) // hop
+    power = np.mean(np.square(wav[: frames * hop].reshape(frames, hop), dtype=np.float64), axis=1)
+    return 10 * np.log10(power + 1e-12), hop
+
+
+def energy_mask(wav: np.ndarray, sr: int, pad_ms: float = 60.0) -> np.ndarray:
+    """Boolean (L,) mask of the 10 ms frames within ``ENERGY_RANGE_DB`` of the loudest one, padded by ``pad_ms``."""
+    level, hop = _frame_levels(wav, sr)
+    if not len(level):
+        return np.ones(len(wav), dtype=bool)
+    loud = level >= level.max() - ENERGY_RANGE_DB
+    pad = int(np.ceil(pad_ms / ENERGY_FRAME_MS))
+    if pad:  # widen every kept region by pad frames per side
+        loud = np.convolve(loud, np.ones(2 * pad + 1), mode="same") > 0
+    mask = np.zeros(len(wav), dtype=bool)
+    mask[: len(level) * hop] = np.repeat(loud, hop)
+    return mask
+
+
+def _fallback_mask(wav: np.ndarray, cfg: AudioConfig, min_samples: int, name: str, found: int) -> np.ndarray:
+    """What to score when the VAD keeps less than ``min_samples`` of audible audio: the :func:`energy_mask`
+    frames when they are enough, else the whole clip; a :class:`LowConfidenceSpeech` warning names the file.
+
+    Raises:
+        NoSpeechError: the level barely varies (steady noise, a hum, a tone): speech rises and falls with its
+            syllables, by far more than ``MIN_SPEECH_SPREAD_DB`` between its quiet and loud frames.
+    """
+    level, _ = _frame_levels(wav, cfg.sample_rate)
+    spread = float(np.subtract(*np.percentile(level, [95, 5]))) if len(level) else 0.0
+    if spread < MIN_SPEECH_SPREAD_DB:
+        raise NoSpeechError(name, f"no speech found by VAD (threshold {cfg.vad_threshold}; steady sound)")
+    mask = energy_mask(wav, cfg.sample_rate, cfg.vad_pad_ms)
+    what = "the energy-trimmed audio"
+    if mask.sum() < min_samples:
+        mask, what = np.ones(len(wav), dtype=bool), "the whole clip"
+    ms = 1000 / cfg.sample_rate
+    warnings.warn(
+        LowConfidenceSpeech(f"{name}: the VAD found {ms * found:.0f} ms of speech; scored {what} (low confidence)"),
+        stacklevel=3,
+    )
+    return mask
+
+
 def _require_speech(mask: np.ndarray, name: str, threshold: float) -> np.ndarray:
     if not mask.any():
         raise NoSpeechError(name, f"no speech found by VAD (threshold {threshold})")
@@ -285,8 +337,8 @@ def load_speech(
     source: Source, sr: int | None = None, cfg: AudioConfig = AudioConfig(), name: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`load_normalized` samples ``(L,)`` and the boolean ``(L,)`` mask of their speech (VAD, padded by
-    ``cfg.vad_pad_ms``; all True when ``cfg.vad`` is off). The one place the front end decides what is speech:
-    :func:`preprocess` keeps the masked samples, diarization the frames whose centre is masked.
+    ``cfg.vad_pad_ms``; all True when ``cfg.vad`` is off), for diarization, which keeps the frames whose centre
+    is masked. One utterance (:func:`speech_features`) goes through the same VAD, with a fallback.
 
     Raises:
         AudioError subclasses named ``name`` (default: see :func:`input_name`); NoSpeechError when silent or
@@ -322,9 +374,11 @@ def speech_features(
     in the decoded ``cfg.sample_rate`` audio of the speech samples they were computed from (frame ``t`` covers
     speech samples ``[t * hop_length, t * hop_length + win_length)``), which place windows on the input's timeline.
 
-    :func:`load_speech` (decode to mono ``cfg.sample_rate``, silence check, volume normalisation, VAD) -> the
-    speech samples -> minimum duration -> :func:`log_mel` -> subtract the per-utterance mean over time (if
-    ``cfg.mean_normalize``).
+    :func:`load_normalized` (decode to mono ``cfg.sample_rate``, silence check, volume normalisation) -> VAD ->
+    the speech samples -> minimum duration -> :func:`log_mel` -> subtract the per-utterance mean over time (if
+    ``cfg.mean_normalize``). Only silent and near-silent audio is refused as no speech: when the VAD keeps less
+    than the minimum of an audible clip, the energy-trimmed clip (else the whole clip) is scored instead, with a
+    :class:`~ge2e.errors.LowConfidenceSpeech` warning.
 
     Args:
         source, sr: as for :func:`load_audio` (a path, file bytes, an array with ``sr``, or ``(array, sr)``).
@@ -333,18 +387,23 @@ def speech_features(
             (what training data needs); never less than one analysis window.
 
     Raises:
-        AudioError subclasses; NoSpeechError for silent audio or no speech, AudioTooShort under the minimum.
+        AudioError subclasses; NoSpeechError for silent audio, AudioTooShort when even the whole clip is under
+        the minimum.
     """
     name = input_name(source, name)
-    wav, mask = load_speech(source, sr, cfg, name)
-    positions = np.flatnonzero(mask)
-    wav = wav[positions]
+    wav = load_normalized(source, sr, cfg, name)
     minimum_ms = cfg.min_speech_ms if min_speech_ms is None else min_speech_ms
     min_samples = max(round(minimum_ms * cfg.sample_rate / 1000), cfg.win_length)
+    mask = np.ones(len(wav), dtype=bool)
+    if cfg.vad:
+        mask = speech_mask(wav, cfg.sample_rate, cfg.vad_threshold, cfg.vad_pad_ms)
+        if mask.sum() < min_samples:
+            mask = _fallback_mask(wav, cfg, min_samples, name, int(mask.sum()))
+    positions = np.flatnonzero(mask)
+    wav = wav[positions]
     if len(wav) < min_samples:
-        what = "speech" if cfg.vad else "audio"
         ms = 1000 / cfg.sample_rate
-        raise AudioTooShort(name, f"{ms * len(wav):.0f} ms of {what}, need {ms * min_samples:.0f} ms")
+        raise AudioTooShort(name, f"{ms * len(wav):.0f} ms of audio, need {ms * min_samples:.0f} ms")
     feats = log_mel(torch.from_numpy(wav), cfg)
     if cfg.mean_normalize:
         feats = feats - feats.mean(dim=0, keepdim=True)

@@ -62,6 +62,13 @@ class AudioTooShort(AudioError):
     """Less audio (or speech) than the minimum duration."""
 
 
+class LowConfidenceSpeech(UserWarning):
+    """The VAD found too little speech in audible audio, so the front end scored an energy-trimmed (or whole) clip.
+
+    A warning, not an error: a short clip a person hears clearly must still get a score, flagged as less reliable.
+    """
+
+
 class OutputError(PathError):
     """An output file or folder cannot be written (read-only, permissions, disk full)."""
 

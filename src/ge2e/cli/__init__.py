@@ -10,9 +10,10 @@ import importlib
 import logging
 import pkgutil
 import sys
+import warnings
 
 from ge2e import __version__
-from ge2e.errors import Ge2eError
+from ge2e.errors import Ge2eError, LowConfidenceSpeech
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +54,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("ge2e").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            shown = warnings.showwarning
+
+            def show(message, category, *rest) -> None:  # type: ignore[no-untyped-def]
+                # a low-confidence score is about the user's file: one line, like an error
+                if issubclass(category, LowConfidenceSpeech):
+                    print(f"ge2e {args.command}: warning: {message}", file=sys.stderr)
+                else:
+                    shown(message, category, *rest)
+
+            warnings.showwarning = show
+            return int(args.func(args) or 0)
     except Ge2eError as exc:
         print(f"ge2e {args.command}: error: {exc}", file=sys.stderr)
         return getattr(args, "error_status", 1)
