@@ -1,7 +1,8 @@
 """The service's connection policy and its files, through a real ``ge2e serve`` on 127.0.0.1: idle connections and
 unfinished request heads neither block real requests nor stay open past the head deadline, the caps on
 connections and on requests in flight answer the JSON 503 with ``Retry-After``, the database is owner-only, and
-the schema's small promises (``Allow``, the open ``/health``, strict integers) hold.
+the schema's small promises (``Allow``, the open ``/health``, strict integers) hold. In process: ``/health``'s 503
+is JSON with ``Retry-After`` too.
 
 Clients come from several loopback addresses (Linux routes all of 127.0.0.0/8 to the loopback interface), as an
 attack from many hosts would, so that the per-address cap is tested apart from the total one.
@@ -9,11 +10,13 @@ attack from many hosts would, so that the per-address cap is tested apart from t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import re
 import socket
+import sqlite3
 import stat
 import time
 from collections.abc import Iterator
@@ -22,6 +25,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ge2e.model import SpeakerEncoder
+from ge2e.serve import ServeConfig, SpeakerStore, create_app
 from serve_server import CLIPS, KEY, ServerProcess, assert_error, read_response, send_head, tiny_model
 
 HEADER_TIMEOUT_S = 2
@@ -174,3 +179,22 @@ def test_schema_promises(server: ServerProcess, api: httpx.Client) -> None:
     assert {} in health["security"]  # no key needed
     assert httpx.get(f"{server.url}/health").status_code == 200
     assert_error(api.post("/v1/keys", json={"role": "verify", "rate_per_minute": True}), 422, "invalid_request")
+
+
+def test_health_503_is_json_with_retry_after(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = SpeakerEncoder.load(tiny_model(tmp_path / "tiny.pt"))
+    store = SpeakerStore(tmp_path / "db.sqlite", "m", model.embedding_size)
+    app = create_app(model, store, [KEY], ServeConfig(threshold=0.5), "m")
+
+    def broken() -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store, "counts", broken)
+
+    async def call() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            return await c.get("/health")
+
+    r = asyncio.run(call())
+    assert_error(r, 503, "unavailable")
+    assert r.headers["retry-after"] == "1"

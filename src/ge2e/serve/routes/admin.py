@@ -48,7 +48,8 @@ async def health(svc: Svc, who: Annotated[Principal | None, Depends(optional_pri
         await run_in_threadpool(svc.store.counts)
     except Exception as exc:
         logger.error("health check failed: %s", exc)
-        return JSONResponse(error_body(503, "unavailable", "database unavailable"), status_code=503)
+        retry = {"Retry-After": str(svc.config.retry_after_s)}
+        return JSONResponse(error_body(503, "unavailable", "database unavailable"), status_code=503, headers=retry)
     if who is None:
         return Health(status="ok")
     return Health(status="ok", version=__version__, model_id=svc.model_id)
