@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 # Tick positions of the classic NIST DET plot, as probabilities.
 _DET_TICKS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
 _DET_MAX = 0.5
+SPEAKER_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 IMAGE_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf", ".jpg": "jpg", ".jpeg": "jpg"}
 
 
@@ -53,6 +54,15 @@ def save_figure(fig: Figure, path: str | Path) -> None:
     atomic_write(path, lambda f: fig.savefig(f, format=kind, dpi=120))
 
 
+def speaker_style(i: int, n: int) -> tuple[tuple[float, ...], str]:
+    """Colour and marker of speaker ``i`` of ``n``: tab10's ten colours, crossed with marker shapes beyond ten
+    speakers. Not tab20, whose light and dark twins of one hue read as one speaker, nor a continuous colour map,
+    whose neighbours are indistinguishable."""
+    from matplotlib import colormaps
+
+    return colormaps["tab10"].colors[i % 10], SPEAKER_MARKERS[(i // 10) % len(SPEAKER_MARKERS)]
+
+
 def _probit(p: ArrayLike) -> np.ndarray:
     """Normal deviate of probabilities ``p``, clipped just past the lowest tick so zero rates stay finite."""
     from scipy.special import ndtri
@@ -68,7 +78,7 @@ def plot_det(curves: Mapping[str, tuple[ArrayLike, ArrayLike]], path: str | Path
             :func:`ge2e.metrics.det_curve`.
         path: PNG file to write.
     """
-    fig = new_figure((5.0, 5.0))
+    fig = new_figure((7.0, 5.0))
     ax = fig.add_subplot()
     smallest = _DET_MAX
     for name, (p_fa, p_miss) in curves.items():
@@ -90,7 +100,7 @@ def plot_det(curves: Mapping[str, tuple[ArrayLike, ArrayLike]], path: str | Path
     ax.set_xlabel("False alarm rate (%)")
     ax.set_ylabel("Miss rate (%)")
     ax.grid(True, linewidth=0.4)
-    ax.legend(loc="upper right", fontsize="small")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")  # beside the axes, never on a curve
     save_figure(fig, path)
 
 
@@ -109,7 +119,7 @@ def plot_score_histogram(
     s = np.asarray(scores, dtype=np.float64)
     is_target = np.asarray(labels) == 1
     bins = np.histogram_bin_edges(s, bins=min(60, max(10, s.size // 20)))
-    fig = new_figure((6.0, 4.0))
+    fig = new_figure((8.0, 4.0))
     ax = fig.add_subplot()
     ax.hist(s[~is_target], bins=bins, alpha=0.6, density=True, label=f"non-target (n={np.sum(~is_target)})")
     ax.hist(s[is_target], bins=bins, alpha=0.6, density=True, label=f"target (n={np.sum(is_target)})")
@@ -117,5 +127,5 @@ def plot_score_histogram(
         ax.axvline(value, color="black", linestyle=style, linewidth=1.2, label=f"{label} {value:.3f}")
     ax.set_xlabel("Score")
     ax.set_ylabel("Density")
-    ax.legend(fontsize="small")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")  # beside the axes, never on a bar
     save_figure(fig, path)

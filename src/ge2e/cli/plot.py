@@ -24,8 +24,8 @@ from ge2e.cli._preflight import (
 from ge2e.errors import Ge2eError
 
 MAX_TICK_LABELS = 40  # beyond this a heatmap's axis labels overlap into noise
-MAX_LEGEND = 20  # distinct colours of tab20; more speakers are named at their clusters instead of in a legend
-MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+MAX_LEGEND = 20  # legend rows that stay readable; more speakers are named at their clusters instead
+MAX_CELL_NUMBERS = 12  # up to this many rows, each heatmap cell shows its score
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -75,17 +75,18 @@ def save_projection(
 ) -> None:
     """Scatter ``(U, 2)`` coordinates, one style per speaker; optional ``(S, 2)`` centroids (sorted speaker order).
 
-    Up to :data:`MAX_LEGEND` speakers get a colour each and a legend; more get ten colours times several marker
-    shapes, and each speaker's name is written at the centre of its points, where the eye looks for it.
+    Speakers are told apart by colour and, beyond ten, marker shape (:func:`ge2e.plots.speaker_style`). Up to
+    :data:`MAX_LEGEND` speakers are named in a legend beside the axes; more are named at the centre of their
+    points, where the eye looks for them.
     """
-    from ge2e.plots import new_figure, save_figure
+    from ge2e.plots import new_figure, save_figure, speaker_style
 
     names = sorted(set(speakers))
     fig = new_figure((7.0, 6.0))
     ax = fig.add_subplot()
     labels = np.asarray(speakers)
     for i, name in enumerate(names):
-        colour, marker = _style(i, len(names))
+        colour, marker = speaker_style(i, len(names))
         pts = coords[labels == name]
         ax.scatter(pts[:, 0], pts[:, 1], s=18, color=colour, marker=marker, label=name, alpha=0.8)
         if centroids is not None:
@@ -110,7 +111,8 @@ def save_heatmap(
     """Plot a square ``(U, U)`` cosine-similarity matrix.
 
     With ``grouped``, ``labels`` are the speakers of rows already sorted by speaker: lines separate the speaker
-    blocks and each block is labelled once. Otherwise every row is labelled, for up to 40 rows.
+    blocks and each block is labelled once. Otherwise every row is labelled, for up to 40 rows, and up to
+    :data:`MAX_CELL_NUMBERS` rows each cell shows its score (colour alone is hard to read to two decimals).
     """
     from ge2e.plots import new_figure, save_figure
 
@@ -133,20 +135,13 @@ def save_heatmap(
     else:
         ax.set_xticks([])
         ax.set_yticks([])
+    if not grouped and len(labels) <= MAX_CELL_NUMBERS:
+        middle = (image.norm.vmin + image.norm.vmax) / 2
+        for (row, col), value in np.ndenumerate(matrix):
+            ink = "black" if value > middle else "white"  # viridis is light at the top, dark at the bottom
+            ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize="x-small", color=ink)
     ax.set_title(title)
     save_figure(fig, path)
-
-
-def _style(i: int, n: int) -> tuple[tuple[float, ...], str]:
-    """Colour and marker of speaker ``i`` of ``n``: tab10 / tab20 colours while they suffice, then tab10's ten
-    colours crossed with marker shapes (a continuous colour map gives neighbours indistinguishable hues)."""
-    from matplotlib import colormaps
-
-    if n <= 10:
-        return colormaps["tab10"].colors[i], "o"
-    if n <= MAX_LEGEND:
-        return colormaps["tab20"].colors[i], "o"
-    return colormaps["tab10"].colors[i % 10], MARKERS[(i // 10) % len(MARKERS)]
 
 
 # ------------------------------------------------------------------------------------------------------- run

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from ge2e.diarization.rttm import Segment
 from ge2e.errors import Ge2eError
-from ge2e.files import atomic_write
 
 UNMATCHED = "no reference match"
+# bars of speakers past the tenth get a hatch too: tab10 colours repeat there (ge2e.plots.speaker_style)
+HATCHES = ("", "//", "..", "xx", "\\\\", "++", "oo")
 
 
 def plot_timeline(
@@ -19,47 +20,54 @@ def plot_timeline(
     duration: float | None = None,
     reference: str | None = None,
 ) -> None:
-    """Draw one row of speaker turns per track (e.g. ``{"reference": ..., "nme-sc": ...}``) to a PNG, with a legend.
+    """Draw speaker turns against time (seconds) to an image (format from the suffix), written atomically.
 
-    With ``reference`` (the name of one track), every other track's speakers take the colour of the reference
+    One track (a recording's diarization): one row per speaker, named on the y axis. Several tracks (e.g.
+    ``{"reference": ..., "nme-sc": ...}``): one row per track, with a legend of speakers beside the axes. With
+    ``reference`` (the name of one track), every other track's speakers take the colour of the reference
     speaker they are mapped to for scoring, so a wrong colour is a confusion, and extra speakers are grey and
-    hatched; without it, speakers are coloured by name. The x axis is seconds. Written atomically.
+    hatched; without it, speakers are coloured by name.
     """
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
         from matplotlib.patches import Patch
     except ImportError:
         raise Ge2eError("plotting needs matplotlib: pip install 'ge2e[plot]'") from None
     from ge2e.diarization.evaluate import map_speakers
+    from ge2e.plots import new_figure, save_figure, speaker_style
 
-    palette = plt.get_cmap("tab10").colors
     names = sorted(
         {s.speaker for s in tracks[reference]} if reference else {s.speaker for t in tracks.values() for s in t}
     )
-    colour = {name: palette[i % len(palette)] for i, name in enumerate(names)}
+    style = {
+        name: {"facecolor": speaker_style(i, len(names))[0], "hatch": HATCHES[i // 10 % len(HATCHES)], "edgecolor": "w"}
+        for i, name in enumerate(names)
+    }
+    unmatched = {"facecolor": "0.75", "hatch": "///", "edgecolor": "0.4"}
     end = duration or max((s.end for segs in tracks.values() for s in segs), default=1.0)
-    fig, ax = plt.subplots(figsize=(10, 1.4 + 0.5 * len(tracks)), dpi=120)
-    for row, segments in enumerate(reversed(list(tracks.values()))):
+    single = len(tracks) == 1 and reference is None
+    rows = names if single else list(tracks)
+    fig = new_figure((10.0, 1.2 + 0.4 * len(rows)))
+    ax = fig.add_subplot()
+    for row, track in enumerate(rows):
+        segments = next(iter(tracks.values())) if single else tracks[track]
         mapping = map_speakers(tracks[reference], segments) if reference else {n: n for n in names}
         for seg in segments:
+            if single and seg.speaker != track:
+                continue
             speaker = mapping.get(seg.speaker)
-            style = {"color": colour[speaker]} if speaker else {"color": "0.75", "hatch": "///", "edgecolor": "0.4"}
-            ax.broken_barh([(seg.start, seg.duration)], (row - 0.35, 0.7), **style)
-        ax.text(end * 1.005, row, f"{len({s.speaker for s in segments})} spk", va="center", fontsize=8)
-    ax.set_yticks(range(len(tracks)), list(reversed(list(tracks))))
+            ax.broken_barh([(seg.start, seg.duration)], (row - 0.35, 0.7), **(style[speaker] if speaker else unmatched))
+        if not single:
+            ax.text(end * 1.005, row, f"{len({s.speaker for s in segments})} spk", va="center", fontsize=8)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.invert_yaxis()  # first row on top, as read
     ax.set_xlim(0, end)
     ax.set_xlabel("time (s)")
-    handles = [Patch(color=colour[n], label=n) for n in names]
-    if reference:
-        handles.append(Patch(facecolor="0.75", hatch="///", edgecolor="0.4", label=UNMATCHED))
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=min(len(handles), 5), fontsize=7)
+    if not single:
+        handles = [Patch(**style[n], label=n) for n in names]
+        if reference:
+            handles.append(Patch(**unmatched, label=UNMATCHED))
+        # beside the axes: under them it covered the time axis label
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.06, 1.0), fontsize=7, title="speaker")
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    try:
-        atomic_write(path, lambda f: fig.savefig(f, format="png", bbox_inches="tight"))
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
