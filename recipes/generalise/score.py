@@ -1,0 +1,176 @@
+"""The generalisation benchmark: a model's in-domain dev score beside its out-of-domain one, and paired comparisons.
+
+- In-domain: the four official dev lists of the training corpora.
+- Out of domain (what model choices are made on): ``arabic_speech_commands.dev`` (a language, speakers and
+  recording setups no training corpus has) and each condition of ``stress.py`` (telephone codecs, short test
+  sides, babble, reverberation, loudness) applied to the dev lists. The out-of-domain mean weights these eight
+  components equally (a condition's EER is its mean over the four lists).
+
+Score models (``bundled`` is the default int8 model, ``bundled-float32`` its float checkpoint; anything else is a
+checkpoint or export path), writing ``benchmarks/results/generalise/<name>.json`` with every trial's score::
+
+    .venv/bin/python recipes/generalise/score.py bundled --name v6
+    .venv/bin/python recipes/generalise/score.py exp/run/best.pt --name candidate
+
+Compare two scored models trial for trial (95% paired bootstrap over enrolment speakers, as ``augment_ab.py``)::
+
+    .venv/bin/python recipes/generalise/score.py --compare v6 candidate
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stress import CONDITIONS, LISTS
+
+from ge2e.data.cache import FeatureCache
+from ge2e.data.splits import data_root
+from ge2e.evaluate import EmbeddingStore, EvalOptions, evaluate, list_trials, model_fingerprint
+from ge2e.files import atomic_write
+from ge2e.metrics import bootstrap_eer_differences, eer
+from ge2e.pretrained import load_model
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "benchmarks/results/generalise"
+OOD_LIST = "arabic_speech_commands.dev"
+CACHES = ("cache/all", "cache/ood_eval")  # features of the clean files (recipes/compare/run.sh, stage 1)
+RESAMPLES = 1000
+
+
+def components() -> dict[str, list[str]]:
+    """Out-of-domain component -> the trial lists it averages (``<list>.<condition>`` for stressed ones)."""
+    out = {OOD_LIST: [OOD_LIST]}
+    out.update({c: [f"{name}.{c}" for name in LISTS["dev"]] for c in CONDITIONS})
+    return out
+
+
+def list_path(name: str, root: Path, stress_dir: Path) -> Path:
+    stressed = stress_dir / "dev" / f"{name}.txt"
+    return stressed if name.rsplit(".", 1)[-1] in CONDITIONS else root / "trials" / f"{name}.txt"
+
+
+def speaker_lookup() -> dict[str, str]:
+    """Clean audio path -> speaker key, for the bootstrap's groups (a stressed trial's enrolment side is clean)."""
+    known: dict[str, str] = {}
+    for cache in CACHES:
+        if Path(cache).is_dir():
+            known.update({os.path.realpath(u.path): u.key for u in FeatureCache(cache).utterances if not u.augment})
+    return known
+
+
+def score_model(spec: str, root: Path, stress_dir: Path) -> dict[str, Any]:
+    model = load_model(int8=spec == "bundled") if spec in ("bundled", "bundled-float32") else load_model(spec)
+    store = EmbeddingStore(None, model_fingerprint(model))
+    options = EvalOptions(features=[c for c in CACHES if Path(c).is_dir()])
+    speakers = speaker_lookup()
+    names = [*LISTS["dev"], *(n for lists in components().values() for n in lists)]
+    lists = {}
+    for name in names:
+        report, scored = evaluate(model, list_trials(list_path(name, root, stress_dir), root), store, options)
+        lists[name] = {
+            "eer": report["eer"],
+            "skipped_trials": report["skipped_trials"],
+            "refused_files": len(report["bad_files"]),
+            "trials": [[t.enroll[0], t.test] for t in scored.trials],
+            "scores": np.round(scored.scores, 5).tolist(),
+            "labels": scored.labels.astype(int).tolist(),
+            "groups": [speakers.get(os.path.realpath(t.enroll[0]), t.enroll[0]) for t in scored.trials],
+        }
+        print(f"{spec} {name}: EER {100 * report['eer']:.2f}% ({report['n_trials']} trials, "
+              f"{report['skipped_trials']} skipped)", flush=True)  # fmt: skip
+    return {"model": spec, "fingerprint": model_fingerprint(model), "lists": lists, **summary(lists)}
+
+
+def summary(lists: dict[str, Any]) -> dict[str, Any]:
+    in_domain = {n: lists[n]["eer"] for n in LISTS["dev"]}
+    ood = {c: float(np.mean([lists[n]["eer"] for n in names])) for c, names in components().items()}
+    return {
+        "in_domain": in_domain,
+        "in_domain_mean": float(np.mean(list(in_domain.values()))),
+        "out_of_domain": ood,
+        "out_of_domain_mean": float(np.mean(list(ood.values()))),
+    }
+
+
+def paired(a: dict[str, Any], b: dict[str, Any], name: str, seed: int) -> tuple[float, np.ndarray]:
+    """EER(b) - EER(a) on the trials both scored, and its bootstrap draws (enrolment speakers resampled)."""
+    la, lb = a["lists"][name], b["lists"][name]
+    index_b = {tuple(t): i for i, t in enumerate(lb["trials"])}
+    both = [(i, index_b[tuple(t)]) for i, t in enumerate(la["trials"]) if tuple(t) in index_b]
+    ia, ib = (np.asarray(x) for x in zip(*both, strict=True))
+    sa, sb = np.asarray(la["scores"])[ia], np.asarray(lb["scores"])[ib]
+    labels, groups = np.asarray(la["labels"])[ia], np.asarray(la["groups"])[ia]
+    diff = eer(sb, labels)[0] - eer(sa, labels)[0]
+    return diff, bootstrap_eer_differences(sa, sb, labels, groups, RESAMPLES, seed=seed)
+
+
+def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Differences b - a per in-domain list, per out-of-domain component and for both means, with intervals."""
+    names = [*LISTS["dev"], *(n for lists in components().values() for n in lists)]
+    per = {n: paired(a, b, n, seed=k) for k, n in enumerate(names)}
+    n_draws = min(len(d) for _, d in per.values())
+
+    def mean_of(lists: list[str]) -> tuple[float, np.ndarray]:
+        return float(np.mean([per[n][0] for n in lists])), np.mean([per[n][1][:n_draws] for n in lists], axis=0)
+
+    rows = {n: mean_of([n]) for n in LISTS["dev"]}
+    rows.update({c: mean_of(lists) for c, lists in components().items()})
+    in_diff, in_draws = mean_of(list(LISTS["dev"]))
+    ood = [mean_of(lists) for lists in components().values()]
+    rows["in-domain mean"] = (in_diff, in_draws)
+    rows["out-of-domain mean"] = (float(np.mean([d for d, _ in ood])), np.mean([d for _, d in ood], axis=0))
+    return {k: {"diff": d, "lo": float(np.percentile(x, 2.5)), "hi": float(np.percentile(x, 97.5))}
+            for k, (d, x) in rows.items()}  # fmt: skip
+
+
+def load_result(name: str) -> dict[str, Any]:
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        raise SystemExit(f"score.py: {path}: no such result (score the model first)")
+    return json.loads(path.read_text())
+
+
+def print_comparison(a: dict[str, Any], b: dict[str, Any], na: str, nb: str) -> None:
+    rows = compare(a, b)
+    print(f"| EER (%) | {na} | {nb} | {nb} - {na} [95% interval] |")
+    print("|---|---:|---:|---|")
+    values = {**a["in_domain"], **a["out_of_domain"]}, {**b["in_domain"], **b["out_of_domain"]}
+    values[0].update({"in-domain mean": a["in_domain_mean"], "out-of-domain mean": a["out_of_domain_mean"]})
+    values[1].update({"in-domain mean": b["in_domain_mean"], "out-of-domain mean": b["out_of_domain_mean"]})
+    for key, r in rows.items():
+        print(f"| {key} | {100 * values[0][key]:.2f} | {100 * values[1][key]:.2f} | "
+              f"{100 * r['diff']:+.2f} [{100 * r['lo']:+.2f}, {100 * r['hi']:+.2f}] |")  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("models", nargs="*", help="bundled, bundled-float32, or a checkpoint / export path")
+    parser.add_argument("--name", help="result name (one model; default: the file's stem)")
+    parser.add_argument("--compare", nargs=2, metavar=("BASE", "NEW"), help="compare two scored results")
+    parser.add_argument("--stress", default="cache/stress", help="stress.py's output folder")
+    args = parser.parse_args()
+    if args.compare:
+        base, new = args.compare
+        print_comparison(load_result(base), load_result(new), base, new)
+        return 0
+    if not args.models or (args.name and len(args.models) > 1):
+        parser.error("give one or more models (and --name with one model only), or --compare BASE NEW")
+    root = data_root()
+    for spec in args.models:
+        name = args.name or Path(spec).stem
+        record = score_model(spec, root, Path(args.stress).resolve())
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(record) + "\n"
+        atomic_write(RESULTS / f"{name}.json", lambda f, t=text: f.write(t), "w")
+        print(f"{name}: in-domain dev mean {100 * record['in_domain_mean']:.2f}%, "
+              f"out-of-domain mean {100 * record['out_of_domain_mean']:.2f}%")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
