@@ -65,7 +65,7 @@ def test_verdict_follows_the_interval(relative: list[float], size: float, word: 
 
 def test_interval_is_a_student_t_interval() -> None:
     mean, low, high = report.interval([1.0, 2.0, 3.0])
-    assert mean == 2.0 and high - mean == pytest.approx(4.302653 * 1.0 / np.sqrt(3), rel=1e-5)
+    assert mean == 2.0 and high - mean == mean - low == pytest.approx(4.302653 / np.sqrt(3), rel=1e-5)
     assert np.isnan(report.interval([1.0])[1])
 
 
