@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,9 @@ import pytest
 import torch
 
 from ge2e.cli import main
+from ge2e.config import AudioConfig, ModelConfig
 from ge2e.diarization import Segment, read_rttm, write_rttm
-from ge2e.diarization.clustering import METHODS, TUNED_PATH, Tuning, centred, cluster, tuned, weighted_centroids
+from ge2e.diarization.clustering import METHODS, Tuning, centred, cluster, tuned, weighted_centroids
 from ge2e.diarization.evaluate import der, pyannote_der
 from ge2e.diarization.pipeline import (
     DiarizationConfig,
@@ -343,8 +345,10 @@ def test_centred_tuning_counts_and_clusters_the_centred_d_vectors_unless_the_cou
 def test_tuned_settings_come_from_dev_and_name_a_method() -> None:
     import json
 
-    record = json.loads(TUNED_PATH.read_text())
-    assert record["split"] == "dev" and record["model"]["fingerprint"]
+    from ge2e.pretrained import bundled_model_path, tuning_path
+
+    record = json.loads(tuning_path(bundled_model_path()).read_text())
+    assert record["split"] == "dev" and record["model"]["fingerprint"] in record["fingerprints"]
     assert tuned().method == record["method"] in METHODS
     assert 0 < tuned().ahc_threshold < 2 and 0 < tuned().eigengap_p < 1
     assert -1 <= tuned().centroid_max_cos <= 1 and tuned().min_speaker_s >= 0
@@ -718,3 +722,34 @@ def test_dev_tuning_partitions_each_recording_once_per_k(monkeypatch: pytest.Mon
     for bonus in (0.0, 0.1, 0.2):
         cluster(x, 1, 6, "silhouette", tuning=Tuning(silhouette_bonus=bonus, silhouette_min_s=1.0), weights=weights)
     assert sorted(calls) == [(k, k) for k in range(2, 7)]
+
+
+def test_settings_tuned_for_the_bundled_model_reach_only_its_forms(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both forms of the bundled model get its tuned settings; a model they were not tuned for (another file, or
+    the bundled weights retrained) warns and gets the untuned defaults, and so does its diarization."""
+    import shutil
+
+    from ge2e.pretrained import bundled_model_path, load_model, tuning_path
+
+    bundled = tuned()
+    assert bundled != Tuning()
+    for int8 in (False, True):
+        assert tuned(load_model(int8=int8)) == bundled
+    other = tmp_path / "ge2e_small.pt"  # the settings copied beside other weights with the same name
+    SpeakerEncoder(ModelConfig(hidden_size=16, proj_size=0, num_layers=1), AudioConfig()).save(other)
+    shutil.copy(tuning_path(bundled_model_path()), tuning_path(other))
+    with caplog.at_level(logging.WARNING):
+        model = load_model(other)
+        assert tuned(model) == Tuning()
+    assert "was tuned for another model than ge2e_small.pt; ignoring it" in caplog.text
+    assert "untuned defaults" in caplog.text
+    from ge2e.diarization import pipeline
+
+    used = []
+    monkeypatch.setattr(pipeline, "embed_speech", lambda *args, **kwargs: "speech")
+    monkeypatch.setattr(pipeline, "diarize_speech", lambda speech, *args: used.append(args[-1]) or [])
+    for encoder in (model, load_model()):
+        pipeline.diarize(np.zeros(16_000, dtype=np.float32), encoder, sr=16_000)
+    assert used == [Tuning(), bundled]

@@ -16,7 +16,7 @@ SHIPPED = [
     "ge2e/pretrained/ge2e_small.pt",
     "ge2e/pretrained/ge2e_small.json",
     "ge2e/pretrained/ge2e_small.int8.onnx",
-    "ge2e/diarization/tuned.json",
+    "ge2e/pretrained/ge2e_small.diarization.json",
     "ge2e/py.typed",
 ]
 

@@ -12,8 +12,9 @@
    percentile, the ``centroid`` cosine and minimum speech per speaker and the ``silhouette`` bonus, minimum
    speech per speaker and one-speaker cosine (the last two methods on segments only; windows reuse them) that
    give the lowest DER
-   (0.25 s collar); then the method and level with the lowest DER become the default. Written to
-   ``src/ge2e/diarization/tuned.json``, which the pipeline reads.
+   (0.25 s collar); then the method and level with the lowest DER become the default. Written beside the
+   model's weights (``ge2e.pretrained.tuning_path``: ``src/ge2e/pretrained/ge2e_small.diarization.json`` for the
+   bundled model, for both its forms), where ``load_model`` reads it for that model only.
 4. On test: every method and level with the tuned settings, for the model and for Resemblyzer's d-vectors
    (its default level only); count accuracy,
    DER with missed / false alarm / confusion for 1, 2-4 and 5-8 speakers, real-time factor and load average; the
@@ -43,13 +44,13 @@ from make_eval_set import CONVERSATION, PER_COUNT, REPO, SPEAKER_COUNTS, build, 
 from ge2e.audio import load_audio
 from ge2e.config import InferenceConfig
 from ge2e.diarization import load_encoder, read_rttm
-from ge2e.diarization.clustering import METHODS, TUNED_PATH, Tuning
+from ge2e.diarization.clustering import METHODS, Tuning
 from ge2e.diarization.evaluate import DerResult, der, pyannote_der
 from ge2e.diarization.pipeline import DiarizationConfig, SpeechWindows, diarize_speech, embed_speech, window_config
 from ge2e.diarization.plot import plot_timeline
 from ge2e.files import atomic_write
 from ge2e.inference import model_fingerprint, normalize_average, windows
-from ge2e.pretrained import bundled_model_path
+from ge2e.pretrained import bundled_model_path, file_sha256, tuning_path
 
 OUT = REPO / "exp" / "diarization"
 GROUPS = {"1": (1,), "2-4": (2, 3, 4), "5-8": (5, 6, 7, 8)}
@@ -481,8 +482,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dev {embedding}: {tunings[embedding]}", flush=True)
     tuning = tunings["model"]
     results["levels"] = {level: asdict(t) for level, t in levels["model"].items()}
+    # the bundled int8 export quantises the bundled checkpoint's weights: the settings hold for both forms
+    fingerprints = [fingerprint] if args.model else [file_sha256(bundled_model_path(i)) for i in (True, False)]
     record = {**asdict(tuning), "model": results["model"], "split": "dev", "collar": COLLAR, "date": results["date"]}
-    atomic_write(TUNED_PATH, lambda f: f.write(json.dumps(record, indent=1) + "\n"), "w")
+    record["fingerprints"] = list(dict.fromkeys(fingerprints))
+    atomic_write(tuning_path(path), lambda f: f.write(json.dumps(record, indent=1) + "\n"), "w")
     rows = evaluate(systems["test"], refs["test"], tunings, levels["model"], results["sets"]["test"]["audio_s"])
 
     example = {"reference": refs["test"][EXAMPLE]}

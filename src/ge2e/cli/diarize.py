@@ -85,19 +85,19 @@ def run(args: argparse.Namespace) -> int:
         cfg = DiarizationConfig(window_s=args.window, step_s=args.step, min_duration_s=args.min_duration)
     except ValueError as exc:
         raise Ge2eError(str(exc)) from None
-    tuning = tuned()
-    if args.min_speaker_speech is not None:
-        least = args.min_speaker_speech
-        try:
-            tuning = replace(tuning, silhouette_min_s=least, min_speaker_s=least)
-        except ValueError:
-            raise Ge2eError(f"--min-speaker-speech must be a number of seconds >= 0, got {least}") from None
+    least = args.min_speaker_speech
+    override = {} if least is None else {"silhouette_min_s": least, "min_speaker_s": least}
+    try:
+        replace(tuned(), **override)  # checked before the model loads
+    except ValueError:
+        raise Ge2eError(f"--min-speaker-speech must be a number of seconds >= 0, got {least}") from None
     paths = [Path(a) for a in args.audio]
     uris = [_uri(p) for p in paths]
     if len(set(uris)) < len(uris):
         raise Ge2eError("several inputs have the same file name; RTTM file ids must be unique")
     out = check_output(args, args.out) / Path(args.out).name  # before any embedding
     model = open_model(args)
+    tuning = replace(tuned(model), **override)  # the settings tuned for this model, or the untuned defaults
     text = human_stream(args)
     results, failed, summary = {}, {}, {}
     for path, uri in zip(paths, uris, strict=True):
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
             from ge2e.diarization.plot import plot_timeline
 
             png = out.with_suffix(".png") if len(paths) == 1 else out.with_name(f"{out.stem}.{uri}.png")
-            plot_timeline({args.method or tuned().method: segments}, png, title=str(path), duration=speech.duration_s)
+            plot_timeline({args.method or tuning.method: segments}, png, title=str(path), duration=speech.duration_s)
             print(f"timeline: {png}", file=text)
     if results:
         write_rttm(results, out)

@@ -21,8 +21,9 @@ see :func:`ge2e.diarization.pipeline.speech_segments`).
 
 The numbers tuned on dev (``eigengap`` p, ``ahc`` threshold, ``centroid`` cosine and minimum, ``silhouette``
 bonus and minimum, segments or windows, the default method, and the sharpness and stay probability of
-:mod:`ge2e.diarization.resegment`) live in ``tuned.json`` beside
-this module, with the model and split they were tuned on; ``tune.py`` rewrites it.
+:mod:`ge2e.diarization.resegment`) live beside the weights of the model they were tuned for
+(``ge2e_small.diarization.json`` for the bundled model, :func:`ge2e.pretrained.tuning_path`), with the split they
+were tuned on; ``recipes/diarization/tune.py`` rewrites it. :func:`tuned` gives a model its own settings only.
 """
 
 from __future__ import annotations
@@ -30,18 +31,19 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import json
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ge2e.errors import Ge2eError
 
+logger = logging.getLogger(__name__)
+
 METHODS: tuple[str, ...] = ("nme-sc", "eigengap", "ahc", "kmeans", "centroid", "silhouette")
-TUNED_PATH = Path(__file__).with_name("tuned.json")
 # NME-SC's search range of the pruning percentile (Turn-to-Diarize's published AutoTune, Xia et al. 2022)
 AUTOTUNE_P_MIN = 0.40
 AUTOTUNE_P_MAX = 0.95
@@ -88,13 +90,19 @@ class Tuning:
             raise ValueError(f"resegment_stay must be strictly between 0 and 1, got {self.resegment_stay}")
 
 
-@functools.cache
-def tuned() -> Tuning:
-    """The tuning of ``tuned.json`` (its extra keys say where it came from), or the untuned defaults."""
-    if not TUNED_PATH.exists():
-        return Tuning()
-    record = json.loads(TUNED_PATH.read_text())
-    return Tuning(**{k: record[k] for k in Tuning.__dataclass_fields__ if k in record})
+def tuned(model: Any = None) -> Tuning:
+    """The settings tuned on dev for ``model`` (what :func:`ge2e.pretrained.load_model` read from beside its
+    weights, checked against its fingerprint), or the untuned defaults, with one log line, for a model that has
+    none. Without a model: the bundled model's settings."""
+    if model is None:
+        from ge2e.pretrained import bundled_model_path, read_tuning
+
+        record = read_tuning(bundled_model_path())
+    else:
+        record = getattr(model, "diarization", None)
+        if record is None:
+            logger.warning("no diarization settings were tuned for this model: using the untuned defaults")
+    return Tuning(**{k: record[k] for k in Tuning.__dataclass_fields__ if k in record}) if record else Tuning()
 
 
 @contextlib.contextmanager

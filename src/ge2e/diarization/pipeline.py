@@ -346,11 +346,12 @@ def diarize_speech(
 ) -> list[Segment]:
     """Cluster the windows of :func:`embed_speech` and return the smoothed speaker turns (see :func:`diarize`).
 
-    With ``tuning.segments`` (the default from ``tuned.json``) the clustering runs over :func:`speech_segments`
+    With ``tuning.segments`` the clustering runs over :func:`speech_segments`
     (each weighted by its seconds of speech), the segments are resegmented (:mod:`ge2e.diarization.resegment`)
     and every frame takes its segment's speaker; otherwise over the windows.
 
-    ``tuning``: the tuned clustering settings to use instead of ``tuned.json``'s (dev tuning tries several).
+    ``tuning``: the model's tuned clustering settings (:func:`~ge2e.diarization.clustering.tuned`); default: the
+    untuned defaults.
     """
     cfg = cfg or DiarizationConfig()
     lo, hi = speaker_range(num_speakers, min_speakers, max_speakers)
@@ -359,7 +360,7 @@ def diarize_speech(
         raise AudioTooShort(
             speech.name, f"{speech.speech_s:.1f} s of speech gives {n} d-vector windows, too few for {lo} speakers"
         )
-    tuning = tuning or tuned()
+    tuning = tuning or Tuning()
     units = speech_segments(speech, cfg) if tuning.segments else None
     if units is not None and len(units.embeddings) >= lo:
         # speakers clustered over speech segments; too few segments for the speakers asked for: over windows
@@ -395,7 +396,7 @@ def diarize(
             ``[min_speakers, max_speakers]`` (default 1 to 10).
         method: how speakers are clustered and counted, one of ``nme-sc``, ``eigengap``, ``ahc``, ``kmeans``,
             ``centroid``, ``silhouette`` (:mod:`ge2e.diarization.clustering`); default: the method chosen on dev
-            (``tuned.json``).
+            for ``model`` (its tuned settings; the untuned defaults for a model that has none).
         cfg: windowing and the minimum turn duration (default 0.25 s).
 
     Raises:
@@ -408,7 +409,7 @@ def diarize(
     speaker_range(num_speakers, min_speakers, max_speakers)  # fail before the expensive part
     model = model if model is not None else load_encoder()
     speech = embed_speech(model, source, sr, cfg)
-    return diarize_speech(speech, num_speakers, min_speakers, max_speakers, method, cfg)
+    return diarize_speech(speech, num_speakers, min_speakers, max_speakers, method, cfg, tuned(model))
 
 
 def load_encoder(path: str | Path | None = None, device: str = "cpu") -> Encoder:

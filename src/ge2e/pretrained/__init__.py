@@ -1,9 +1,11 @@
 """Loading models: the bundled ``ge2e_small.pt`` (weights, self-describing) with ``ge2e_small.json`` (its
-calibration) and its int8 ONNX export ``ge2e_small.int8.onnx``, checkpoints, and exported ONNX / TorchScript
-encoders, all through :func:`load_model`.
+calibration), ``ge2e_small.diarization.json`` (its diarization settings) and its int8 ONNX export
+``ge2e_small.int8.onnx``, checkpoints, and exported ONNX / TorchScript encoders, all through :func:`load_model`.
 
 The calibration record is written by ``ge2e calibrate`` (:mod:`ge2e.calibration`): beside a checkpoint as JSON,
-inside an exported file's metadata.
+inside an exported file's metadata. The diarization settings are written by ``recipes/diarization/tune.py``
+beside the weights they were tuned with (:func:`tuning_path`); each record lists the fingerprints it holds for,
+and a model whose fingerprint it does not list gets none (and the untuned defaults).
 A model's one fingerprint is the SHA-256 of its file (:func:`file_sha256`), kept as ``model.fingerprint``.
 """
 
@@ -50,6 +52,13 @@ def onnxruntime_available() -> bool:
 def calibration_path(model_path: str | Path) -> Path:
     """The calibration file of a model: the same path with a ``.json`` suffix (``best.pt`` -> ``best.json``)."""
     return Path(model_path).with_suffix(".json")
+
+
+def tuning_path(model_path: str | Path) -> Path:
+    """The diarization settings of a model file: ``<name up to its first dot>.diarization.json`` beside it, so the
+    bundled checkpoint and its int8 export share ``ge2e_small.diarization.json``."""
+    path = Path(model_path)
+    return path.with_name(path.name.split(".")[0] + ".diarization.json")
 
 
 def file_sha256(path: str | Path) -> str:
@@ -132,7 +141,26 @@ def _load_cached(path: str, mtimes_ns: tuple[int, int], device: str) -> Encoder:
     model.fingerprint = file_sha256(file)
     if model.calibration is None:  # an exported file carries its source's; a checkpoint's lies beside it
         model.calibration = _read_calibration(file, model.fingerprint)
+    model.diarization = read_tuning(file, model.fingerprint)
     return model
+
+
+def read_tuning(model_path: str | Path, sha256: str | None = None) -> dict[str, Any] | None:
+    """The diarization settings beside ``model_path`` (:func:`tuning_path`), or ``None`` when absent or when
+    ``sha256`` (the model's fingerprint; ``None``: not checked) is not among the fingerprints it lists."""
+    json_path = tuning_path(model_path)
+    if not json_path.exists():
+        return None
+    try:
+        record = json.loads(json_path.read_text())
+        fingerprints = list(record["fingerprints"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(json_path, f"unreadable diarization settings ({exc})") from None
+    if sha256 is not None and sha256 not in fingerprints:
+        # settings tuned on another model's d-vectors would count speakers with the wrong scale
+        logger.warning("%s was tuned for another model than %s; ignoring it", json_path, Path(model_path).name)
+        return None
+    return record
 
 
 def _read_calibration(model_path: Path, sha256: str) -> dict[str, Any] | None:
