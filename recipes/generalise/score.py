@@ -6,8 +6,9 @@
   sides, babble, reverberation, loudness) applied to the dev lists. The out-of-domain mean weights these eight
   components equally (a condition's EER is its mean over the four lists).
 
-Score models (``bundled`` is the default int8 model, ``bundled-float32`` its float checkpoint; anything else is a
-checkpoint or export path), writing ``benchmarks/results/generalise/<name>.json`` with every trial's score::
+Score models (``bundled`` is the default int8 model, ``bundled-float32`` its float checkpoint, ``resemblyzer``
+Resemblyzer's shipped encoder; anything else is a checkpoint or export path), writing
+``benchmarks/results/generalise/<name>.json`` with every trial's score::
 
     .venv/bin/python recipes/generalise/score.py bundled --name v6
     .venv/bin/python recipes/generalise/score.py exp/run/best.pt --name candidate
@@ -22,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,16 @@ from stress import CONDITIONS, LISTS
 
 from ge2e.data.cache import FeatureCache
 from ge2e.data.splits import data_root
-from ge2e.evaluate import EmbeddingStore, EvalOptions, evaluate, list_trials, model_fingerprint
+from ge2e.evaluate import (
+    EmbeddingStore,
+    EvalOptions,
+    EvalTrial,
+    Scored,
+    evaluate,
+    list_trials,
+    model_fingerprint,
+    score_trials,
+)
 from ge2e.files import atomic_write
 from ge2e.metrics import bootstrap_eer_differences, eer
 from ge2e.pretrained import load_model
@@ -63,27 +75,52 @@ def speaker_lookup() -> dict[str, str]:
     return known
 
 
-def score_model(spec: str, root: Path, stress_dir: Path) -> dict[str, Any]:
+def scorer(spec: str) -> tuple[Callable[[list[EvalTrial]], tuple[Scored, int]], str]:
+    """A function scoring trials with the model ``spec`` (and counting the files it refused), and its fingerprint.
+    ``resemblyzer`` is Resemblyzer with its own front end (``pip install 'ge2e[bench]'``)."""
+    if spec == "resemblyzer":
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        from resemblyzer_eer import embed_all, import_resemblyzer
+
+        resemblyzer = import_resemblyzer()
+        encoder, store = resemblyzer.VoiceEncoder("cpu", verbose=False), EmbeddingStore(None, "resemblyzer")
+
+        def theirs(trials: list[EvalTrial]) -> tuple[Scored, int]:
+            errors = embed_all(encoder, resemblyzer.preprocess_wav, [p for t in trials for p in (*t.enroll, t.test)],
+                               store)  # fmt: skip
+            return score_trials(trials, store), len(errors)
+
+        return theirs, "resemblyzer"
     model = load_model(int8=spec == "bundled") if spec in ("bundled", "bundled-float32") else load_model(spec)
     store = EmbeddingStore(None, model_fingerprint(model))
     options = EvalOptions(features=[c for c in CACHES if Path(c).is_dir()])
+
+    def ours(trials: list[EvalTrial]) -> tuple[Scored, int]:
+        report, scored = evaluate(model, trials, store, options)
+        return scored, len(report["bad_files"])
+
+    return ours, model_fingerprint(model)
+
+
+def score_model(spec: str, root: Path, stress_dir: Path) -> dict[str, Any]:
+    score, fingerprint = scorer(spec)
     speakers = speaker_lookup()
     names = [*LISTS["dev"], *(n for lists in components().values() for n in lists)]
     lists = {}
     for name in names:
-        report, scored = evaluate(model, list_trials(list_path(name, root, stress_dir), root), store, options)
+        scored, refused = score(list_trials(list_path(name, root, stress_dir), root))
         lists[name] = {
-            "eer": report["eer"],
-            "skipped_trials": report["skipped_trials"],
-            "refused_files": len(report["bad_files"]),
+            "eer": eer(scored.scores, scored.labels)[0],
+            "skipped_trials": scored.skipped,
+            "refused_files": refused,
             "trials": [[t.enroll[0], t.test] for t in scored.trials],
             "scores": np.round(scored.scores, 5).tolist(),
             "labels": scored.labels.astype(int).tolist(),
             "groups": [speakers.get(os.path.realpath(t.enroll[0]), t.enroll[0]) for t in scored.trials],
         }
-        print(f"{spec} {name}: EER {100 * report['eer']:.2f}% ({report['n_trials']} trials, "
-              f"{report['skipped_trials']} skipped)", flush=True)  # fmt: skip
-    return {"model": spec, "fingerprint": model_fingerprint(model), "lists": lists, **summary(lists)}
+        print(f"{spec} {name}: EER {100 * lists[name]['eer']:.2f}% ({len(scored.labels)} trials, "
+              f"{scored.skipped} skipped)", flush=True)  # fmt: skip
+    return {"model": spec, "fingerprint": fingerprint, "lists": lists, **summary(lists)}
 
 
 def summary(lists: dict[str, Any]) -> dict[str, Any]:
