@@ -105,3 +105,19 @@ def test_overrides():
 def test_recipe_configs_load(path):
     cfg = load_config(path)
     assert cfg.data.sources
+
+
+def test_overlays_merge_sections_key_by_key_in_order(tmp_path):
+    base, first, second = (tmp_path / f"{n}.yaml" for n in ("base", "first", "second"))
+    base.write_text("steps: 5\noptim: {name: adam, lr: 0.001}\ndata: {sources: [{cache: a}], speakers_per_batch: 8}\n")
+    first.write_text("optim: {lr: 0.00025}\ndata: {sources: [{cache: b}]}\n")
+    second.write_text("steps: 7\n")
+    cfg = load_config(base, overlays=[first, second])
+    assert cfg.steps == 7 and cfg.optim.name == "adam" and cfg.optim.lr == 0.00025
+    assert [s.cache for s in cfg.data.sources] == ["b"] and cfg.data.speakers_per_batch == 8
+    (tmp_path / "bad.yaml").write_text("optim: {lr: fast}\n")
+    with pytest.raises(ConfigError, match=r"base.yaml \+ .*bad.yaml.optim.lr: expected a finite number"):
+        load_config(base, overlays=[tmp_path / "bad.yaml"])
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(ConfigError, match=r"list\.yaml: expected a mapping"):
+        load_config(base, overlays=[tmp_path / "list.yaml"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import UnionType
@@ -261,8 +262,18 @@ def _convert_scalar(annotation: Any, value: Any, where: str) -> Any:
     return value
 
 
-def load_config(path: str | Path, cls: type = TrainConfig) -> Any:
-    """Read a YAML file into ``cls`` (default :class:`TrainConfig`)."""
+def load_config(path: str | Path, cls: type = TrainConfig, overlays: Sequence[str | Path] = ()) -> Any:
+    """Read a YAML file into ``cls`` (default :class:`TrainConfig`), with each overlay file's keys laid over it
+    in order (mappings merged key by key, anything else replaced): a recipe's round is its base config plus an
+    overlay of what the round changes."""
+    data = _read_yaml(path)
+    for overlay in overlays:
+        data = _merge(data, _read_yaml(overlay))
+    where = " + ".join(map(str, [path, *overlays]))
+    return _build(cls, data, where)
+
+
+def _read_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
@@ -270,7 +281,17 @@ def load_config(path: str | Path, cls: type = TrainConfig) -> Any:
         raise ConfigError(f"{path}: config file not found") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
-    return _build(cls, data or {}, str(path))
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping, got {type(data).__name__}")
+    return data or {}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    merged = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merge(merged[key], value) if both else value
+    return merged
 
 
 def apply_overrides(config: Any, overrides: list[str]) -> Any:
