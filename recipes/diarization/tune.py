@@ -483,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     tuning = tunings["model"]
     results["levels"] = {level: asdict(t) for level, t in levels["model"].items()}
     # the bundled int8 export quantises the bundled checkpoint's weights: the settings hold for both forms
-    fingerprints = [fingerprint] if args.model else [file_sha256(bundled_model_path(i)) for i in (True, False)]
+    bundled = [bundled_model_path(int8).resolve() for int8 in (True, False)]
+    fingerprints = [fingerprint, *(file_sha256(p) for p in bundled if path in bundled)]
     record = {**asdict(tuning), "model": results["model"], "split": "dev", "collar": COLLAR, "date": results["date"]}
     record["fingerprints"] = list(dict.fromkeys(fingerprints))
     atomic_write(tuning_path(path), lambda f: f.write(json.dumps(record, indent=1) + "\n"), "w")

@@ -47,22 +47,13 @@ from ge2e.data.augment import (
     rng_for,
     simulated_rir,
 )
-from ge2e.data.splits import data_root
+from ge2e.data.splits import DEV_LISTS, TEST_LISTS, data_root
 from ge2e.errors import AudioError
 from ge2e.scoring import read_trials
 
 SR = 16_000
 CONDITIONS = ("g711", "gsm", "opus", "short", "babble", "reverb", "loudness")
-LISTS = {
-    "dev": ("DSPSpeech-20.dev", "speech_commands_v0.02_test.dev", "speechocean762.dev", "wuw2.dev"),
-    "test": (
-        "LibriSpeech.test",
-        "DSPSpeech-20.test",
-        "speechocean762.test",
-        "wuw2.test",
-        "speech_commands_v0.02_test.test",
-    ),
-}
+LISTS = {"dev": DEV_LISTS, "test": TEST_LISTS}
 SHORT_S = (0.5, 1.0)
 SNR_DB = (5.0, 15.0)
 TALKERS = (3, 5)

@@ -1,4 +1,4 @@
-"""Augmentation A/Bs on the bundled model's run (issue 11): each arm of ``augment.sh`` resumed the same training
+"""Augmentation A/Bs on the bundled model's run (issue 11): each arm of ``run.sh`` stage 4 resumed the same training
 state and trained the same steps; only its training data differ from ``control``. Scores every arm's last weights on
 the four official DEVELOPMENT trial lists and compares it with ``control`` trial for trial: paired bootstrap of the
 EER difference, resampling enrolment speakers (not single trials: a speaker's trials are not independent).
@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from calibrate import DEV_LISTS
 from cut_last import encoder_from_last
 from plot_runs import curve
 
 from ge2e.data.cache import FeatureCache
+from ge2e.data.splits import DEV_LISTS
 from ge2e.evaluate import EmbeddingStore, EvalOptions, evaluate, list_trials
 from ge2e.inference import model_fingerprint
 from ge2e.metrics import bootstrap_eer_differences
@@ -169,7 +169,7 @@ def render(record: dict[str, Any]) -> str:
         f"Every arm resumed the **same training state** of the v3 run (step {record['branch_step']}: weights, Adam "
         "moments, learning rate, RNG) and trained the same number of steps with the bundled recipe "
         "(`recipes/shared_ti/conf/small.yaml`: the five train splits, 20 speakers x 8 crops of 140-180 frames, Adam); "
-        "only the training data differ (`bash recipes/shared_ti/augment.sh ARM`). Augmented copies are made at "
+        "only the training data differ (`bash recipes/shared_ti/run.sh 4 4`). Augmented copies are made at "
         "`ge2e prepare --augment` time and join their speaker's utterances; wuw2 is telephone speech already and "
         f"keeps only its originals. {record['conditions']}",
         "",
@@ -220,7 +220,7 @@ def render(record: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="*", type=Path, help="arm folders of augment.sh, control first")
+    parser.add_argument("runs", nargs="*", type=Path, help="arm folders of run.sh stage 4, control first")
     parser.add_argument("--data", default=os.environ.get("GE2E_DATA", "../shared/data"), help="shared data folder")
     parser.add_argument("--cache", default="cache/all", help="feature cache of the dev files")
     parser.add_argument("--branch-step", type=int, default=8050, help="the v3 step every arm resumed")

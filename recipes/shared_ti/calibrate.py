@@ -14,8 +14,7 @@ import sys
 from pathlib import Path
 
 from ge2e.cli import main as ge2e
-
-DEV_LISTS = ("DSPSpeech-20.dev", "speech_commands_v0.02_test.dev", "speechocean762.dev", "wuw2.dev")
+from ge2e.data.splits import DEV_LISTS
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
 """The encoder choice for CPU training (issue 11): encoders trained from scratch on the same data and schedule
-for the same wall-clock budget (``compare.sh``), compared by dev EER against one core's training hours.
+for the same wall-clock budget (``run.sh`` stage 2), compared by dev EER against one core's training hours.
 
 For each run: the periodic validation EER of ``metrics.csv`` against hours (``plot_runs.curve``), and the EER of
 its last weights on the four official DEVELOPMENT trial lists (features from the prepared cache, identical for
@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from calibrate import DEV_LISTS
 from cut_last import encoder_from_last
 from plot_runs import curve
 
+from ge2e.data.splits import DEV_LISTS
 from ge2e.evaluate import EmbeddingStore, EvalOptions, evaluate, list_trials
 from ge2e.inference import model_fingerprint
 
@@ -119,7 +119,7 @@ def render(record: dict[str, Any]) -> str:
         "",
         "Encoders trained **from scratch** with the bundled model's recipe (`recipes/shared_ti/conf/small.yaml`: all "
         "five train splits, 20 speakers x 8 utterances, 140-180-frame crops, Adam 1e-3, GE2E softmax loss), each for "
-        "the same wall-clock budget on one CPU core (`bash recipes/shared_ti/compare.sh NAME`), two at a time on a "
+        "the same wall-clock budget on one CPU core (`bash recipes/shared_ti/run.sh 2 2`), two at a time on a "
         f"2-core machine. {record['conditions']}",
         "",
         "![dev EER vs training hours](img/encoder_choice.png)",
@@ -147,7 +147,7 @@ def render(record: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="*", type=Path, help="comparison run folders (out_dir of compare.sh)")
+    parser.add_argument("runs", nargs="*", type=Path, help="comparison run folders (out_dirs of run.sh stage 2)")
     parser.add_argument("--data", default=os.environ.get("GE2E_DATA", "../shared/data"), help="shared data folder")
     parser.add_argument("--cache", default="cache/all", help="feature cache of the dev files")
     parser.add_argument("--conditions", default="", help="a sentence on the machine's load during the runs")

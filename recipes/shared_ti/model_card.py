@@ -75,6 +75,18 @@ def evaluate_lists(model: SpeakerEncoder, data: Path, threshold: float | None) -
 # ------------------------------------------------------------------------------------------------------ training
 
 
+def recipe_stages(script: Path = REPO / "recipes/shared_ti/run.sh") -> list[str]:
+    """The stage list of the recipe's header comment: its lines from "Stages:" to the first line that is not one."""
+    header = [line[1:].rstrip() for line in script.read_text().splitlines() if line.startswith("#")]
+    first = header.index(" Stages:") + 1
+    stages = []
+    for line in header[first:]:
+        if not line.startswith("   "):
+            break
+        stages.append(line[3:])
+    return stages
+
+
 def training_facts(model: SpeakerEncoder, exp: Path | None) -> dict[str, Any]:
     """What the checkpoint says about its training, plus wall time and steps from ``exp/metrics.csv``."""
     meta = getattr(model, "meta", {}) or {}
@@ -196,8 +208,8 @@ def _soup_lines(t: dict[str, Any]) -> list[str]:
     if fork:
         return [
             f"- Weights: a **model soup**, the uniform average of {len(runs)} runs forked from one training state at "
-            f"step {fork:,} (`recipes/shared_ti/augment.sh`, `soup.py`), each trained {runs[0]['steps']:,} more steps "
-            f"on its own data: {ingredients}. The soup was chosen over each run by the dev lists "
+            f"step {fork:,} (`recipes/shared_ti/run.sh` stage 4, `soup.py`), each trained {runs[0]['steps']:,} more "
+            f"steps on its own data: {ingredients}. The soup was chosen over each run by the dev lists "
             "([augmentation](augmentation.md)).",
         ]
     # forks warm-started from a checkpoint (init:) count their steps from 0; a checkpoint averaged in as it is
@@ -283,7 +295,7 @@ def render(record: dict[str, Any], resemblyzer: dict[str, Any] | None, baseline:
     if record.get("choice"):
         lines += [
             "How the encoder was chosen: encoders trained from scratch with this recipe for the same CPU budget, "
-            "compared on the dev lists ([encoder_choice.md](encoder_choice.md), `recipes/shared_ti/compare.sh`):",
+            "compared on the dev lists ([encoder_choice.md](encoder_choice.md), `recipes/shared_ti/run.sh` stage 2):",
             "",
             f"![encoder choice]({record['choice']})",
             "",
@@ -378,32 +390,11 @@ def render(record: dict[str, Any], resemblyzer: dict[str, Any] | None, baseline:
         "",
         "## Reproduce",
         "",
-        "```sh",
-        "bash recipes/shared_ti/run.sh 1 1                                  # feature cache of the five corpora",
-        "for e in small stack2 wide_stack2; do bash recipes/shared_ti/compare.sh $e; done   # 1 CPU-hour each",
-        "python recipes/shared_ti/encoder_choice.py exp/compare_small exp/compare_stack2 exp/compare_wide_stack2",
-        "mkdir -p exp/shared_ti_v3 && cp exp/compare_stack2/{last.pt,best.pt,metrics.csv} exp/shared_ti_v3/",
-        "ge2e train recipes/shared_ti/conf/small.yaml --set steps=8050   # v3 continues the winner to the fork",
-        "mkdir -p exp/branch/v3_8050 && cp exp/shared_ti_v3/{last.pt,metrics.csv,config.yaml} exp/branch/v3_8050/",
-        "for a in control telephone specaug noise_reverb speed; do bash recipes/shared_ti/augment.sh $a; done",
-        "python recipes/shared_ti/soup.py exp/aug_control exp/aug_telephone exp/aug_specaug --out exp/soup3.pt",
-        "python recipes/shared_ti/augment_ab.py exp/aug_{control,telephone,specaug,noise_reverb,speed} exp/soup3.pt",
-        "bash recipes/shared_ti/round2.sh                                  # forks of soup3 (v4), 1,200 steps each",
-        "python recipes/shared_ti/soup.py exp/shared_ti_v4 exp/g2_{telephone,specaug} --fork-step 0 --checkpoint best "
-        "--out exp/soup5.pt",
-        "python recipes/shared_ti/soup.py exp/shared_ti_v4 exp/g2_{telephone,specaug} --fork-step 0 "
-        "--out exp/soup_g2_3.pt",
-        "python recipes/shared_ti/soup_choice.py exp/soup3.pt exp/{shared_ti_v4,g2_telephone,g2_specaug}/best.pt "
-        "exp/soup_g2_3.pt exp/soup5.pt",
-        "bash recipes/shared_ti/bundle.sh exp/soup5.pt      # v5, the candidate chosen on dev; float32 and int8 forms",
-        "cp src/ge2e/pretrained/ge2e_small.pt exp/v5.pt && bash recipes/shared_ti/round4.sh   # the noise fork",
-        "python recipes/shared_ti/soup.py exp/g4_noise --fork-step 0 --checkpoint best --model exp/v5.pt "
-        "--out exp/soup6.pt",
-        "python recipes/shared_ti/soup_choice.py exp/v5.pt exp/g4_noise/best.pt exp/soup6.pt",
-        "python recipes/diarization/separability.py --model exp/soup6.pt   # and exp/v5.pt, exp/g4_noise/best.pt",
-        "bash recipes/shared_ti/bundle.sh exp/soup6.pt      # v6",
-        "python benchmarks/resemblyzer_eer.py                               # optional: pip install 'ge2e[bench]'",
-        "python recipes/shared_ti/model_card.py",
+        "`recipes/shared_ti/run.sh`, stage by stage (`bash recipes/shared_ti/run.sh FIRST LAST` runs a range; every "
+        "stage resumes where it stopped):",
+        "",
+        "```text",
+        *recipe_stages(),
         "```",
         "",
     ]

@@ -1,6 +1,6 @@
 """A model soup (Wortsman et al., ICML 2022): the uniform average of the encoder weights of runs that forked from one
-training state (augment.sh's arms), written as a model checkpoint. Runs fine-tuned from a shared state stay in one
-basin of the loss, so their average is a model of its own, often better than each of them; whether it is, the
+training state (the arms of run.sh stage 4), written as a model checkpoint. Runs fine-tuned from a shared state stay
+in one basin of the loss, so their average is a model of its own, often better than each of them; whether it is, the
 official dev lists decide (calibrate.py / augment_ab.py), never the test lists.
 
     python recipes/shared_ti/soup.py exp/aug_control exp/aug_telephone exp/aug_specaug --out exp/soup.pt
@@ -10,7 +10,7 @@ official dev lists decide (calibrate.py / augment_ab.py), never the test lists.
         --model src/ge2e/pretrained/ge2e_small.pt --out exp/soup6.pt
 
 Each run gives its ``last.pt`` or, with ``--checkpoint best``, its ``best.pt`` (the step of its best periodic dev
-validation). Runs warm-started from one checkpoint (``init:``; round2.sh) fork at step 0: their steps count from
+validation). Runs warm-started from one checkpoint (``init:``; run.sh stage 5) fork at step 0: their steps count from
 there. The checkpoint's config and step are the first run's; ``soup`` in its metadata lists every ingredient with
 the compute it added after the fork, so the model card counts all of it; ``lineage`` holds the total (a warm
 start's included), for runs warm-started from the soup. ``--model`` adds a model checkpoint as one more ingredient,

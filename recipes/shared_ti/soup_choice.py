@@ -2,7 +2,7 @@
 augment_ab.py scores an arm, and compared with the first (the bundled model) trial for trial, with the 95%
 paired-bootstrap interval of the EER difference (enrolment speakers resampled). Writes
 benchmarks/results/soup_choice.json and prints the table; the candidate with the lowest mean dev EER is bundled
-(bundle.sh), and the model card quotes the file.
+(run.sh stage 7), and the model card quotes the file.
 
     python recipes/shared_ti/soup_choice.py exp/soup3.pt exp/shared_ti_v4/best.pt exp/g2_telephone/best.pt \
         exp/g2_specaug/best.pt exp/soup_g2_3.pt exp/soup5.pt
@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from augment_ab import compare, score_arm, speaker_lookup, verdict
-from calibrate import DEV_LISTS
+
+from ge2e.data.splits import DEV_LISTS
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "benchmarks/results/soup_choice.json"

@@ -20,6 +20,9 @@ TEST_LISTS = (
     "wuw2.test",
     "speech_commands_v0.02_test.test",
 )
+# The official dev trial lists of the training corpora (LibriSpeech has no dev speakers): thresholds, checkpoints
+# and recipe choices are made on these, never on the test lists.
+DEV_LISTS = ("DSPSpeech-20.dev", "speech_commands_v0.02_test.dev", "speechocean762.dev", "wuw2.dev")
 
 
 def data_root() -> Path:

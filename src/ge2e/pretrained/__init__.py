@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 BUNDLED_MODEL = "ge2e_small.pt"
 # The bundled model exported by `ge2e export --format onnx --int8` and calibrated on the same dev lists
-# (recipes/shared_ti/bundle.sh): about 2x the float32 encoder's speed on one core with test EERs within 0.3 points
+# (recipes/shared_ti/run.sh, stage 7): about 2x the float32 encoder's speed on one core with test EERs within 0.3 points
 # (benchmarks/quantize.py, docs/performance.md), so it is what load_model() runs where onnxruntime is installed.
 BUNDLED_INT8 = "ge2e_small.int8.onnx"
 ONNX_SUFFIXES = (".onnx", ".ort")
