@@ -116,3 +116,51 @@ def test_babble_sits_at_its_snr() -> None:
     out = stress.stress(wav, "babble", rng, clips)
     snr = 10 * np.log10(np.mean(wav.astype(np.float64) ** 2) / np.mean((out - wav).astype(np.float64) ** 2))
     assert stress.SNR_DB[0] - 0.1 <= snr <= stress.SNR_DB[1] + 0.1
+
+
+def fake_result(rng: np.random.Generator, shift: float) -> dict:
+    """A score.py record over every list of the benchmark: 60 trials each, 6 enrolment speakers."""
+    import score
+
+    lists = {}
+    names = [*stress.LISTS["dev"], *(n for group in score.components().values() for n in group)]
+    for name in names:
+        labels = np.tile([1, 0], 30)
+        scores = labels * shift + rng.normal(0, 1, 60)
+        lists[name] = {
+            "trials": [[f"e{i}", f"t{i}"] for i in range(60)],
+            "scores": scores.tolist(),
+            "labels": labels.tolist(),
+            "groups": [f"s{i % 6}" for i in range(60)],
+            "eer": score.eer(scores, labels)[0],
+            "refused_files": 1,
+        }
+    return {"lists": lists, **score.summary(lists)}
+
+
+def test_generalisation_comparison_pairs_trials_and_brackets_the_difference(monkeypatch, tmp_path) -> None:
+    import score
+
+    rng = np.random.default_rng(0)
+    weak, strong = fake_result(rng, 0.5), fake_result(rng, 3.0)
+    rows = score.compare(weak, strong)
+    assert set(rows) >= {"in-domain mean", "out-of-domain mean", *score.components()}
+    for row in rows.values():
+        assert row["lo"] <= row["diff"] <= row["hi"]
+    assert rows["out-of-domain mean"]["hi"] < 0  # the strong model's EER is lower everywhere
+    assert rows["out-of-domain mean"]["diff"] == pytest.approx(
+        strong["out_of_domain_mean"] - weak["out_of_domain_mean"]
+    )
+    # a trial one model could not score is left out of the pair, not misaligned
+    del strong["lists"]["wuw2.dev"]["trials"][0]
+    for key in ("scores", "labels", "groups"):
+        del strong["lists"]["wuw2.dev"][key][0]
+    diff, _ = score.paired(weak, strong, "wuw2.dev", seed=0)
+    kept = np.asarray(weak["lists"]["wuw2.dev"]["scores"][1:]), np.asarray(weak["lists"]["wuw2.dev"]["labels"][1:])
+    expected = score.eer(np.asarray(strong["lists"]["wuw2.dev"]["scores"]), kept[1])[0] - score.eer(*kept)[0]
+    assert diff == pytest.approx(expected)
+    monkeypatch.setattr(score, "load_result", {"a": weak, "b": strong}.get)
+    page = score.page(["a", "b"], base="a")
+    refused = len(weak["lists"])  # one refused file a list
+    assert "| out-of-domain mean |" in page and "## b against a" in page
+    assert f"| files refused (all lists) | {refused} | {refused} |" in page

@@ -8,7 +8,7 @@
 
 Score models (``bundled`` is the default int8 model, ``bundled-float32`` its float checkpoint, ``resemblyzer``
 Resemblyzer's shipped encoder; anything else is a checkpoint or export path), writing
-``benchmarks/results/generalise/<name>.json`` with every trial's score::
+``benchmarks/results/generalise/<name>.json.gz`` with every trial's score::
 
     .venv/bin/python recipes/generalise/score.py bundled --name v6
     .venv/bin/python recipes/generalise/score.py exp/run/best.pt --name candidate
@@ -21,6 +21,7 @@ Compare two scored models trial for trial (95% paired bootstrap over enrolment s
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import sys
@@ -166,10 +167,10 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_result(name: str) -> dict[str, Any]:
-    path = RESULTS / f"{name}.json"
+    path = RESULTS / f"{name}.json.gz"
     if not path.is_file():
         raise SystemExit(f"score.py: {path}: no such result (score the model first)")
-    return json.loads(path.read_text())
+    return json.loads(gzip.decompress(path.read_bytes()))
 
 
 def values(result: dict[str, Any]) -> dict[str, float]:
@@ -252,8 +253,8 @@ def main() -> int:
         name = args.name or Path(spec).stem
         record = score_model(spec, root, Path(args.stress).resolve())
         RESULTS.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(record) + "\n"
-        atomic_write(RESULTS / f"{name}.json", lambda f, t=text: f.write(t), "w")
+        packed = gzip.compress((json.dumps(record) + "\n").encode(), mtime=0)  # every trial's score: ~6 MB as text
+        atomic_write(RESULTS / f"{name}.json.gz", lambda f, b=packed: f.write(b), "wb")
         print(f"{name}: in-domain dev mean {100 * record['in_domain_mean']:.2f}%, "
               f"out-of-domain mean {100 * record['out_of_domain_mean']:.2f}%")  # fmt: skip
     return 0
