@@ -69,10 +69,10 @@ def data_root() -> Path:
     return Path(os.environ.get("GE2E_DATA", REPO.parent / "shared" / "data"))
 
 
-def split_sources(root: Path, split: str, seed: int = 0) -> list[Source]:
-    """One joined source per speaker of ``split`` (named ``<corpus>/<speaker>``) with enough speech."""
+def split_files(root: Path, split: str, seed: int = 0) -> dict[str, tuple[list[str], list[str]]]:
+    """``{<corpus>/<speaker>: (every file, the files drawn for the conversations)}`` of the speakers of ``split``."""
     rng = np.random.default_rng(seed)
-    sources: list[Source] = []
+    out: dict[str, tuple[list[str], list[str]]] = {}
     for corpus, layout in CORPORA.items():
         keep = load_split(root, corpus, split)
         files: dict[str, list[str]] = {}
@@ -81,7 +81,15 @@ def split_sources(root: Path, split: str, seed: int = 0) -> list[Source]:
                 files.setdefault(f"{corpus}/{utt.speaker}", []).append(utt.path)
         for speaker, paths in sorted(files.items()):
             chosen = sorted(rng.choice(paths, size=min(len(paths), FILES_PER_SPEAKER), replace=False).tolist())
-            sources += [s for s in join_sources(load_sources({speaker: chosen})) if speech_seconds(s) >= MIN_SPEECH_S]
+            out[speaker] = (paths, chosen)
+    return out
+
+
+def split_sources(root: Path, split: str, seed: int = 0) -> list[Source]:
+    """One joined source per speaker of ``split`` (named ``<corpus>/<speaker>``) with enough speech."""
+    sources: list[Source] = []
+    for speaker, (_, chosen) in split_files(root, split, seed).items():
+        sources += [s for s in join_sources(load_sources({speaker: chosen})) if speech_seconds(s) >= MIN_SPEECH_S]
     return sources
 
 

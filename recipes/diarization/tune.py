@@ -50,7 +50,7 @@ from ge2e.diarization.pipeline import DiarizationConfig, SpeechWindows, diarize_
 from ge2e.diarization.plot import plot_timeline
 from ge2e.files import atomic_write
 from ge2e.inference import model_fingerprint, normalize_average, windows
-from ge2e.pretrained import bundled_model_path, file_sha256, tuning_path
+from ge2e.pretrained import bundled_model_path, file_sha256, read_tuning, tuning_path
 
 OUT = REPO / "exp" / "diarization"
 GROUPS = {"1": (1,), "2-4": (2, 3, 4), "5-8": (5, 6, 7, 8)}
@@ -487,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     fingerprints = [fingerprint, *(file_sha256(p) for p in bundled if path in bundled)]
     record = {**asdict(tuning), "model": results["model"], "split": "dev", "collar": COLLAR, "date": results["date"]}
     record["fingerprints"] = list(dict.fromkeys(fingerprints))
+    if "search_threshold" in (previous := read_tuning(path) or {}):  # calibrated by search_eval.py: kept
+        record["search_threshold"] = previous["search_threshold"]
     atomic_write(tuning_path(path), lambda f: f.write(json.dumps(record, indent=1) + "\n"), "w")
     rows = evaluate(systems["test"], refs["test"], tunings, levels["model"], results["sets"]["test"]["audio_s"])
 

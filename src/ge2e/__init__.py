@@ -24,6 +24,8 @@ _EXPORTS = {
     "embed_speaker": "ge2e.api",
     "embed_files": "ge2e.api",
     "VerificationResult": "ge2e.api",
+    # above api in the import layers (it needs the diarization front end), hence not in ge2e.api
+    "search": "ge2e.diarization.search",
     "SpeakerEncoder": "ge2e.model",
     "GE2ELoss": "ge2e.loss",
     "TE2ELoss": "ge2e.loss",
@@ -42,6 +44,7 @@ __all__ = [
     "identify",
     "load_model",
     "score_pairs",
+    "search",
     "verify",
 ]
 
@@ -57,6 +60,7 @@ if _typing.TYPE_CHECKING:
         score_pairs,
         verify,
     )
+    from ge2e.diarization.search import search
     from ge2e.loss import GE2ELoss, TE2ELoss
     from ge2e.model import SpeakerEncoder
 

@@ -1,12 +1,16 @@
-"""Timeline pictures of diarization results (matplotlib, the ``plot`` or ``diarization`` extra)."""
+"""Timeline pictures of diarization and speaker search results (matplotlib, the ``plot`` or ``diarization`` extra)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ge2e.diarization.rttm import Segment
 from ge2e.errors import Ge2eError
+
+if TYPE_CHECKING:
+    from ge2e.diarization.search import SearchResult
 
 UNMATCHED = "no reference match"
 # bars of speakers past the tenth get a hatch too: tab10 colours repeat there (ge2e.plots.speaker_style)
@@ -68,6 +72,29 @@ def plot_timeline(
             handles.append(Patch(**unmatched, label=UNMATCHED))
         # beside the axes: under them it covered the time axis label
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.06, 1.0), fontsize=7, title="speaker")
+    if title:
+        ax.set_title(title, fontsize=10)
+    save_figure(fig, path)
+
+
+def plot_search(result: SearchResult, path: str | Path, title: str = "") -> None:
+    """Draw a speaker search (:mod:`ge2e.diarization.search`): each speech segment's score against time, the
+    threshold, and the regions found shaded; written atomically, format from the suffix."""
+    from ge2e.plots import new_figure, save_figure
+
+    fig = new_figure((10.0, 2.6))
+    ax = fig.add_subplot()
+    for region in result.regions:
+        ax.axvspan(region.start, region.end, color="tab:green", alpha=0.25, lw=0)
+    for seg in result.segments:
+        colour = "tab:green" if seg.score >= result.threshold else "0.45"
+        ax.plot([seg.start, seg.end], [seg.score, seg.score], color=colour, lw=2.5, solid_capstyle="butt")
+    ax.axhline(result.threshold, color="tab:red", ls="--", lw=1, label=f"threshold {result.threshold:.2f}")
+    ax.set_xlim(0, result.duration_s)
+    ax.set_ylim(min(-0.1, *(s.score - 0.05 for s in result.segments)), 1.0)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("cosine to the speaker")
+    ax.legend(loc="upper right", fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
     save_figure(fig, path)
