@@ -14,10 +14,13 @@
 #   7 bundle    v6 into src/ge2e/pretrained: float32 and int8 ONNX forms, each calibrated on the dev lists
 #   8 card      the training curve, model card, quantisation table, diarization settings and tables, short-utterance
 #               figures; Resemblyzer's test EERs when it is installed (pip install 'ge2e[bench]')
+#   9 round5    the candidate for v7 (issue 30): a fork of v6 trained with telephone, noise and reverberated copies
+#               of every file and crops from 0.5 s, and its soup with v6, scored against v6 on the generalisation
+#               benchmark (recipes/generalise, docs/generalisation.md); bundled by stages 7-8 only when it wins there
 # (Round 3, MultiReader over the corpora, was tried and rejected on the dev lists: docs/augmentation.md.)
 set -euo pipefail
 stage=${1:-1}
-stop_stage=${2:-8}
+stop_stage=${2:-9}
 data=${GE2E_DATA:-../shared/data}
 conf=recipes/shared_ti/conf
 here=recipes/shared_ti
@@ -48,6 +51,8 @@ if run 1; then
   prepare cache/sp_train speed LibriSpeech:aug speechocean762:aug speech_commands_v0.02_test:aug wuw2 DSPSpeech-20
   prepare cache/nz_train noise LibriSpeech:aug DSPSpeech-20:aug speechocean762:aug wuw2:aug \
     speech_commands_v0.02_test:aug
+  prepare cache/rb_train telephone,noise,reverb LibriSpeech:aug speechocean762:aug speech_commands_v0.02_test:aug \
+    wuw2:aug DSPSpeech-20:aug
 fi
 
 if run 2; then
@@ -137,5 +142,16 @@ if run 8; then
   status=0
   wait $card || { echo "run.sh: the model card lane failed (logs/card.log)" >&2; status=1; }
   wait $diarization || { echo "run.sh: the diarization lane failed (logs/diarization.log)" >&2; status=1; }
-  exit $status
+  [ "$status" = 0 ] || exit "$status"
+fi
+
+if run 9; then
+  cp src/ge2e/pretrained/ge2e_small.pt exp/v6.pt
+  train "$conf/fork.yaml" "$conf/robust.yaml" --set out_dir=exp/g5_robust init=exp/v6.pt
+  python $here/soup.py exp/g5_robust --fork-step 0 --checkpoint best --model exp/v6.pt --out exp/soup7.pt
+  python recipes/generalise/stress.py --split dev
+  python recipes/generalise/score.py bundled --name v6
+  python recipes/generalise/score.py exp/g5_robust/best.pt --name g5_robust
+  python recipes/generalise/score.py exp/soup7.pt --name soup7
+  python recipes/generalise/score.py --page v6 g5_robust soup7 --base v6
 fi
