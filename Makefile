@@ -22,10 +22,11 @@ install: $(VENV)/.installed
 # System tools the tests run: espeak-ng (synthetic speech), ffmpeg (m4a decoding), nginx and openssl (the reverse
 # proxy example, deploy/nginx, over TLS). Installed with apt-get when missing and this is root on Debian, as on CI;
 # elsewhere a note is printed and their tests skip (fail under CI=true).
-SYSTEM_TOOLS := espeak-ng ffmpeg nginx openssl
+# command[:Debian package] of each system tool some tests run
+SYSTEM_TOOLS := espeak-ng ffmpeg nginx openssl chromium chromedriver:chromium-driver
 
 sysdeps:
-	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t#*:}"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \

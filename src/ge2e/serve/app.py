@@ -1,6 +1,7 @@
 """The HTTP service: a thin FastAPI layer over a speaker encoder, a :class:`~ge2e.serve.store.SpeakerStore` and
 its API keys. Routes live under ``/v1``; each needs ``Authorization: Bearer <key>`` with a role that allows it, and
-sees only its key's tenant. ``/health``, ``/openapi.json`` and ``/docs`` are open. Every error is JSON:
+sees only its key's tenant. ``/health``, ``/openapi.json``, ``/docs`` and the console's static files (``/ui``) are
+open. Every error is JSON:
 ``{"error": {"status", "code", "message"}}``.
 """
 
@@ -12,10 +13,11 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from ge2e import __version__
+from ge2e.serve import console
 from ge2e.serve.errors import install_error_handlers
 from ge2e.serve.keys import KeyStore
 from ge2e.serve.middleware import CloseUnreadBody, RequestLimit, RequestMetrics
-from ge2e.serve.routes import admin, scoring, speakers
+from ge2e.serve.routes import admin, recordings, scoring, speakers
 from ge2e.serve.service import Encoder, ServeConfig, Service
 from ge2e.serve.store import SpeakerStore
 
@@ -48,8 +50,9 @@ def create_app(model: Encoder, store: SpeakerStore, keys: list[str], config: Ser
     )
     app.state.service = svc
     install_error_handlers(app)
-    for module in (admin, speakers, scoring):
+    for module in (admin, speakers, scoring, recordings):
         app.include_router(module.router)
+    console.mount(app)
     app.add_middleware(CloseUnreadBody)
     app.add_middleware(RequestLimit, gate=svc.requests)
     app.add_middleware(RequestMetrics, metrics=svc.metrics)  # added last = outermost: it sees every answer

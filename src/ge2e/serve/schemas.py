@@ -118,6 +118,36 @@ class EmbedResult(_Out):
     speech_seconds: float
 
 
+class TimeRegion(_Out):
+    start: float = Field(description="seconds from the start of the recording")
+    end: float
+    score: float = Field(description="cosine similarity to the speaker, in [-1, 1]")
+
+
+class SearchResult(_Out):
+    speaker_id: str
+    threshold: float
+    regions: list[TimeRegion] = Field(description="where the speaker talks: segments scored >= threshold, merged")
+    segments: list[TimeRegion] = Field(description="every speech segment and its score, in time order")
+    duration_seconds: float
+    speech_seconds: float
+
+
+class Turn(_Out):
+    start: float = Field(description="seconds from the start of the recording")
+    end: float
+    speaker: str = Field(description="SPEAKER_00, SPEAKER_01, ... in order of first appearance")
+
+
+class DiarizeResult(_Out):
+    speakers: int
+    estimated: bool = Field(description="the number of speakers was estimated, not given")
+    turns: list[Turn] = Field(description="in time order")
+    rttm: str = Field(description="the turns as RTTM lines")
+    duration_seconds: float
+    speech_seconds: float
+
+
 class Health(_Out):
     status: Literal["ok"]
     version: str | None = Field(default=None, description="only with a valid API key")

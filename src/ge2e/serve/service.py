@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from starlette.requests import Request
 
 from ge2e import __version__
+from ge2e.diarization.pipeline import SpeechWindows, embed_speech
 from ge2e.errors import AudioError
 from ge2e.inference import Encoder, embed_mels, is_short, scoring_features, speech_seconds
 from ge2e.serve.body import read_body
@@ -21,6 +24,8 @@ from ge2e.serve.metrics import Metrics
 from ge2e.serve.middleware import RequestGate
 from ge2e.serve.store import SpeakerStore
 from ge2e.serve.uploads import Upload, decode, parse_uploads
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,22 @@ class Service:
         uploads = parse_uploads(request.headers.get("content-type"), body, max_files)
         async with self.limiter.slot():
             return await self.limiter.run(self._embed_uploads, uploads)
+
+    async def recording(self, request: Request, then: Callable[[SpeechWindows], T]) -> tuple[T, Upload]:
+        """Read one recording (the same limits as any upload), then, holding an inference slot, run the diarization
+        front end over it (VAD, window and segment d-vectors) and ``then`` on the result."""
+        body = await read_body(request, self.config.max_upload_bytes, self.config.read_timeout_s)
+        (upload,) = parse_uploads(request.headers.get("content-type"), body, 1)
+        async with self.limiter.slot():
+            return await self.limiter.run(self._recording, upload, then), upload
+
+    def _recording(self, upload: Upload, then: Callable[[SpeechWindows], T]) -> T:
+        label = upload.label(1, 1)
+        try:
+            decoded = decode(upload.data, label, self.config.max_audio_seconds, self.model.audio.window_ms / 1000)
+            return then(embed_speech(self.model, decoded.samples, decoded.sample_rate, name=label))
+        except AudioError as exc:
+            raise audio_error(exc, label) from None
 
     def _embed_uploads(self, uploads: list[Upload]) -> list[Embedded]:
         """Decode, preprocess and embed each upload (runs on an inference thread); the first bad one fails all."""
