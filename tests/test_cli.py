@@ -1,4 +1,5 @@
-"""The user commands through ``python -m ge2e``: help, embed, verify, similarity, plot, demo."""
+"""The user commands through ``python -m ge2e``: help, embed, verify, similarity, plot, demo; speaker naming and
+output folders across commands."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ge2e.config import AudioConfig, ModelConfig
 from ge2e.model import SpeakerEncoder
 
 SR = 16_000
+NO_FOLDER = "no such folder (create it, or pass --mkdir)"
 COMMANDS = ("embed", "verify", "similarity", "plot", "demo")
 
 
@@ -280,3 +282,102 @@ def test_a_clip_the_vad_misses_is_scored_with_a_one_line_warning(
     warning = [line for line in err.splitlines() if "low confidence" in line]
     assert warning == [f"ge2e verify: warning: {word}: the VAD found 0 ms of speech; scored the energy-trimmed "
                        "audio (low confidence)"], err  # fmt: skip
+
+
+def test_verify_decides_the_usable_test_files_and_exits_2_for_the_rest(
+    corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A corrupt, a missing and a silent test file among good ones: one error line each, the good ones decided,
+    exit 2 (and ``skipped`` in the JSON) because not every file was decided."""
+    data, model = corpus / "data", corpus / "tiny.pt"
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(SR, dtype=np.float32), SR)
+    bad = [corpus / "corrupt.wav", tmp_path / "absent.wav", silent]
+    good = [data / "spk0" / "utt2.wav", data / "spk1" / "utt0.wav"]
+    common = ["verify", "--enroll", data / "spk0" / "utt0.wav", "--model", model, "--threshold", "-1"]
+    status, out, err = ge2e_here(capsys, *common, "--test", good[0], *bad, good[1])
+    assert status == 2
+    decided = [line.split(":")[0] for line in out.splitlines() if not line.startswith("short utterance")]
+    assert decided == [str(good[0]), str(good[1])]
+    errors = [line for line in err.splitlines() if line.startswith("ge2e verify: error: ")]
+    assert [line.removeprefix("ge2e verify: error: ").split(":")[0] for line in errors] == [str(b) for b in bad]
+    status, out, _ = ge2e_here(capsys, *common, "--test", good[0], *bad, "--json")
+    answer = json.loads(out)
+    assert status == 2 and answer["same_speaker"] is False  # every score passes -1, but not every file was scored
+    assert [r["test"] for r in answer["results"]] == [str(good[0])] and answer["results"][0]["same_speaker"]
+    assert sorted(answer["skipped"]) == sorted(map(str, bad))
+    status, out, err = ge2e_here(capsys, *common, "--test", *good, "--json", "--quiet")
+    assert status == 0 and json.loads(out)["skipped"] == {} and err == ""
+
+
+@pytest.fixture(scope="module")
+def chapters(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """LibriSpeech's ``<speaker>/<chapter>/<utterance>`` (``corpus/``: 2 speakers x 2 chapters x 2 clips), the
+    same clips as ``<speaker>/<utterance>`` one folder down (``wrapped/voices/``), and a tiny model."""
+    root = tmp_path_factory.mktemp("chapters")
+    rng = np.random.default_rng(2)
+    for speaker, chapter_ids in (("2033", ("164914", "164915")), ("2414", ("128291", "128292"))):
+        for chapter in chapter_ids:
+            for n in range(2):
+                wav = 0.1 * rng.standard_normal(SR).astype(np.float32)
+                for path in (root / "corpus" / speaker / chapter / f"{speaker}-{chapter}-{n:04d}.flac",
+                             root / "wrapped" / "voices" / speaker / f"{chapter}-{n}.flac"):  # fmt: skip
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    sf.write(path, wav, SR)
+    SpeakerEncoder(ModelConfig(hidden_size=16, proj_size=0, num_layers=1), AudioConfig(vad=False)).save(
+        root / "tiny.pt"
+    )
+    return root
+
+
+@pytest.mark.parametrize(
+    ("folder", "level", "n"),
+    [("corpus", [], 2), ("corpus", ["--speaker-level", "1"], 4), ("wrapped", [], 2)],
+    ids=["layout", "level-1", "one-folder-down"],
+)
+def test_every_folder_command_names_speakers_the_same_way(
+    chapters: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], folder: str, level: list[str], n: int
+) -> None:
+    """plot, demo, calibrate --folder and eval --corpus name speakers as identify and similarity do: the layout's
+    2 speakers, with --speaker-level 1 the 4 chapter folders, and the 2 speaker folders under a lone folder
+    (not that folder as the only speaker)."""
+    data = chapters / folder
+    common = ["--model", chapters / "tiny.pt", "--no-progress", *level]
+    status, out, err = ge2e_here(capsys, "plot", data, "--out", tmp_path / "p.png", *common)
+    assert status == 0 and f"{n} speakers, 8 utterances" in out, err
+    status, out, err = ge2e_here(capsys, "demo", "--data", data, "--enroll", "1", "--per-speaker", "2",
+                                 "--out", tmp_path / "demo", *common)  # fmt: skip
+    assert status == 0 and f"x {n} speakers =" in out, err
+    status, out, err = ge2e_here(capsys, "calibrate", "--folder", data, "--json", *common)
+    assert status == 0 and f"({n} speakers, 1-utterance enrollment)" in json.loads(out)["data"][0], err
+    status, out, err = ge2e_here(capsys, "eval", "--corpus", data, "--enroll", "1", "--out", tmp_path / "eval",
+                                 "--json", *common)  # fmt: skip
+    report = json.loads(out)
+    assert status == 0 and report["n_target"] == 8 - n and report["n_trials"] == n * (8 - n), err
+
+
+@pytest.mark.parametrize("command", ["embed", "similarity", "plot", "diarize", "export", "eval", "demo"])
+def test_an_output_in_a_missing_folder_is_refused_unless_mkdir(
+    command: str, corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped output folder must not silently become a new tree: one line naming it, nothing created."""
+    data, model = corpus / "data", corpus / "tiny.pt"
+    missing = tmp_path / "typo"
+    clip = data / "spk0" / "utt0.wav"
+    trials = tmp_path / "trials.txt"
+    trials.write_text(f"1 {clip} {data / 'spk0' / 'utt1.wav'}\n0 {clip} {data / 'spk1' / 'utt0.wav'}\n")
+    argv = {
+        "embed": ["embed", clip, "--out", missing / "x.npz", "--model", model],
+        "similarity": ["similarity", clip, clip, "--out", missing / "x.png", "--model", model],
+        "plot": ["plot", data, "--out", missing / "x.png", "--model", model],
+        "diarize": ["diarize", clip, "--out", missing / "x.rttm", "--model", model],
+        "export": ["export", model, missing / "x.onnx"],
+        "eval": ["eval", "--trials", trials, "--out", missing / "eval", "--model", model],
+        "demo": ["demo", "--data", data, "--out", missing / "demo", "--model", model],
+    }[command]
+    status, out, err = ge2e_here(capsys, *argv)
+    assert status == 1 and err.strip() == f"ge2e {command}: error: {missing}: {NO_FOLDER}"
+    assert not missing.exists() and out == ""
+    if command in ("eval", "demo"):  # folder outputs: --mkdir creates the missing parent too
+        status, _, err = ge2e_here(capsys, *argv, "--mkdir", "--no-progress")
+        assert status == 0 and (missing / command).is_dir(), err

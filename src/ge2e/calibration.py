@@ -41,11 +41,14 @@ def list_sources(paths: Sequence[str | Path], root: str | Path | None = None) ->
     return {Path(p).name.removesuffix(".txt"): list_trials(p, root) for p in paths}
 
 
-def folder_source(folder: str | Path, enroll: int = 1, seed: int = 0) -> dict[str, list[EvalTrial]]:
-    """A ``<speaker>/<utterance>`` folder (any layout ``ge2e prepare`` reads) -> ``{description: trials}``."""
-    from ge2e.data.readers import read_corpus
+def folder_source(
+    folder: str | Path, enroll: int = 1, seed: int = 0, level: int | None = None
+) -> dict[str, list[EvalTrial]]:
+    """A ``<speaker>/<utterance>`` folder (any layout ``ge2e prepare`` reads) -> ``{description: trials}``; speakers
+    named by :func:`ge2e.data.readers.name_speakers` (``level`` as there)."""
+    from ge2e.data.readers import name_speakers, read_corpus
 
-    utterances = read_corpus(folder)
+    utterances = name_speakers(read_corpus(folder), level)
     trials, _ = corpus_trials(utterances, enroll, seed)
     speakers = len({u.key for u in utterances})
     return {f"{folder} ({speakers} speakers, {enroll}-utterance enrollment)": trials}

@@ -71,9 +71,10 @@ def _fsync(path: Path) -> None:
 def check_writable(path: str | Path, folder: bool = False, create_parents: bool = True) -> Path:
     """Fail now, before any work, when ``path`` (a file, or with ``folder`` a folder) cannot be written.
 
-    Creates the folder (without ``create_parents``, a file's folder must exist already: a mistyped folder name
-    should not silently become a new tree), writes and removes a probe file in it (the only test that sees
-    read-only mounts and quotas, also for root). Returns the folder.
+    Creates the folder (without ``create_parents``, the folder that holds ``path`` must exist already, for an
+    output folder as for a file: a mistyped folder name should not silently become a new tree), writes and
+    removes a probe file in it (the only test that sees read-only mounts and quotas, also for root). Returns the
+    folder.
 
     Raises:
         OutputError: one line naming the path and the cause.
@@ -82,9 +83,10 @@ def check_writable(path: str | Path, folder: bool = False, create_parents: bool 
     where = path if folder else path.parent
     if not folder and path.is_dir():
         raise OutputError(path, "is a folder, not a file")
+    parent = path.parent
     # only a truly missing folder: one under a file is reported as unwritable below
-    if not create_parents and not where.exists() and next(p for p in where.parents if p.exists()).is_dir():
-        raise OutputError(where, "no such folder (create it, or pass --mkdir)")
+    if not create_parents and not parent.exists() and next(p for p in parent.parents if p.exists()).is_dir():
+        raise OutputError(parent, "no such folder (create it, or pass --mkdir)")
     try:
         where.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=where, prefix=f".{path.name}.ge2e-{os.getpid()}-", suffix=".tmp")

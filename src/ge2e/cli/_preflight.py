@@ -33,16 +33,17 @@ def report_skipped(errors: dict[str, str], file: IO[str] | None = None) -> None:
 
 
 def add_mkdir_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mkdir", action="store_true", help="create the output file's folder when it does not exist")
+    p.add_argument("--mkdir", action="store_true", help="create the folder the output goes in when it does not exist")
 
 
-def check_output(args: argparse.Namespace, path: str | Path, image: bool = False) -> Path:
-    """Fail before any work when ``path`` cannot be written: its folder is missing (unless ``--mkdir``), or, for
-    an ``image``, its suffix names no image type. Returns the folder."""
+def check_output(args: argparse.Namespace, path: str | Path, image: bool = False, folder: bool = False) -> Path:
+    """Fail before any work when ``path`` (a file, or with ``folder`` an output folder, which may be new) cannot
+    be written: the folder holding it is missing (unless ``--mkdir``), or, for an ``image``, its suffix names no
+    image type. Returns the folder written into."""
     from ge2e.files import check_writable
 
     if image:
         from ge2e.plots import image_format
 
         image_format(path)
-    return check_writable(path, create_parents=args.mkdir)
+    return check_writable(path, folder=folder, create_parents=args.mkdir)

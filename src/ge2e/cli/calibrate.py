@@ -7,6 +7,7 @@ import argparse
 
 from ge2e.cli._model import add_model_options, open_model
 from ge2e.cli._output import add_output_options, human_stream, print_json
+from ge2e.cli.embed import add_speaker_level_option
 from ge2e.errors import printable
 
 
@@ -29,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--folder", metavar="DIR", help="a folder of <speaker>/<utterance> audio files")
     p.add_argument("--root", help="folder the trial-list paths are relative to (default: see docs/evaluation.md)")
     p.add_argument("--enroll", type=int, default=1, metavar="K", help="--folder: enrollment utterances (1)")
+    add_speaker_level_option(p)
     p.add_argument(
         "--far",
         type=float,
@@ -43,7 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ge2e.calibration import calibrate, folder_source, list_sources, store
 
-    sources = folder_source(args.folder, args.enroll) if args.folder else list_sources(args.trials, args.root)
+    sources = (
+        folder_source(args.folder, args.enroll, level=args.speaker_level)
+        if args.folder
+        else list_sources(args.trials, args.root)
+    )
     model = open_model(args)
     record = calibrate(model, sources, args.far, progress=not args.no_progress)
     where = store(args.model, record) if args.model else None

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ge2e.cli._model import add_model_options, open_model
-from ge2e.cli._preflight import MATPLOTLIB_HINT, report_skipped, require_module
+from ge2e.cli._preflight import MATPLOTLIB_HINT, add_mkdir_option, check_output, report_skipped, require_module
+from ge2e.cli.embed import add_speaker_level_option
 from ge2e.errors import Ge2eError
 
 DEFAULT_DATA = "../shared/data"
@@ -44,9 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--enroll", type=int, default=3, metavar="K", help="enrollment utterances per speaker (3)")
     p.add_argument("--per-speaker", type=int, default=10, metavar="N", help="utterances used per speaker (10)")
     p.add_argument("--out", default="demo_out", metavar="DIR", help="folder for the plots (default demo_out)")
+    add_mkdir_option(p)
     add_model_options(p)
     p.add_argument("--threshold", type=float, help="decision threshold (default: the model's calibrated one)")
     p.add_argument("--method", choices=("pca", "umap"), default="pca", help="2-D projection (default pca)")
+    add_speaker_level_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -59,13 +62,14 @@ class Selection:
     source: str
 
 
-def select_utterances(data: Path, corpus: str, per_speaker: int) -> Selection:
+def select_utterances(data: Path, corpus: str, per_speaker: int, level: int | None = None) -> Selection:
     """Utterances per speaker: the official test split of ``corpus`` in the shared folder, else every speaker.
 
-    At most ``per_speaker`` files per speaker, spread evenly over its sorted files (so that a speaker's
-    selection spans its recordings rather than its first few).
+    Speakers are named by :func:`ge2e.data.readers.name_speakers` (``level`` as there). At most ``per_speaker``
+    files per speaker, spread evenly over its sorted files (so that a speaker's selection spans its recordings
+    rather than its first few).
     """
-    from ge2e.data.readers import load_split, read_corpus
+    from ge2e.data.readers import load_split, name_speakers, read_corpus
 
     split_file = data / "splits" / f"{corpus}.test.txt"
     if split_file.is_file() and (data / corpus).is_dir():
@@ -79,7 +83,7 @@ def select_utterances(data: Path, corpus: str, per_speaker: int) -> Selection:
             raise Ge2eError(f"{exc} (the demo expects <speaker>/<utterance> audio files)") from None
         source = f"{data}, all speakers"
     speakers: dict[str, list[str]] = {}
-    for utt in utterances:
+    for utt in name_speakers(utterances, level):
         speakers.setdefault(utt.speaker, []).append(utt.path)
     for name, paths in speakers.items():
         paths.sort()
@@ -118,15 +122,14 @@ def run(args: argparse.Namespace) -> int:
     # torch-heavy imports only once there is work to do, so that the message above comes at once
     from ge2e.api import average_embeddings, default_threshold, embed_files
     from ge2e.cli.plot import project_2d, save_heatmap, save_projection
-    from ge2e.files import check_writable
     from ge2e.metrics import eer
 
     if args.enroll < 1 or args.per_speaker < args.enroll + 1:
         raise Ge2eError(f"need --enroll >= 1 and --per-speaker > --enroll, got {args.enroll} and {args.per_speaker}")
     require_module("matplotlib", MATPLOTLIB_HINT)
-    check_writable(args.out, folder=True)
+    check_output(args, args.out, folder=True)
     model = open_model(args)
-    selection = select_utterances(data, args.corpus, args.per_speaker)
+    selection = select_utterances(data, args.corpus, args.per_speaker, args.speaker_level)
     print(f"data: {selection.source}")
     paths = [p for files in selection.speakers.values() for p in files]
     result = embed_files(paths, model, progress=not args.no_progress)

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 from ge2e.cli._model import add_model_options, open_model
 from ge2e.cli._output import add_output_options, human_stream, print_json
+from ge2e.cli._preflight import add_mkdir_option, check_output
+from ge2e.cli.embed import add_speaker_level_option
 
 if TYPE_CHECKING:
     from ge2e.evaluate import EvalTrial
@@ -32,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", help="folder the trial-list paths are relative to (default: see docs/evaluation.md)")
     p.add_argument("--layout", default="auto", help="corpus layout (see `ge2e prepare`), default auto")
     p.add_argument("--enroll", type=int, default=3, metavar="K", help="enrollment utterances per speaker (3)")
+    add_speaker_level_option(p)
     p.add_argument(
         "--split-file", nargs="+", default=[], metavar="FILE", help="keep only the speakers listed (one id a line)"
     )
@@ -49,17 +52,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", help="name of the evaluated split in the report (default: from the file names)")
     p.add_argument("--no-store", action="store_true", help="do not read or write OUT/embeddings.npz")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created; its parent must exist)")
+    add_mkdir_option(p)
     add_output_options(p, quiet=False)
     p.set_defaults(func=run)
 
 
 def _corpus_trials(args: argparse.Namespace) -> tuple[list[EvalTrial], dict]:
-    from ge2e.data.readers import read_corpus, read_speaker_list
+    from ge2e.data.readers import name_speakers, read_corpus, read_speaker_list
     from ge2e.errors import Ge2eError
     from ge2e.evaluate import corpus_trials
 
-    utterances = read_corpus(args.corpus, layout=args.layout)
+    utterances = name_speakers(read_corpus(args.corpus, layout=args.layout), args.speaker_level)
     if args.split_file:
         keep = set().union(*(read_speaker_list(f) for f in args.split_file))
         utterances = [u for u in utterances if u.speaker in keep or u.key in keep]
@@ -83,9 +87,8 @@ def _corpus_trials(args: argparse.Namespace) -> tuple[list[EvalTrial], dict]:
 
 def run(args: argparse.Namespace) -> int:
     from ge2e.evaluate import EmbeddingStore, EvalOptions, evaluate, list_trials, model_fingerprint, write_outputs
-    from ge2e.files import check_writable
 
-    check_writable(args.out, folder=True)  # before hours of embedding, not after
+    check_output(args, args.out, folder=True)  # before hours of embedding, not after
     model = open_model(args)
     if args.trials:
         trials = list_trials(args.trials, args.root)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ge2e.cli._preflight import add_mkdir_option, check_output
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -15,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", help="ge2e checkpoint (.pt) to export; its calibration (.json beside it) goes with it")
     p.add_argument("out", help="output file, e.g. encoder.onnx")
+    add_mkdir_option(p)
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="default: onnx")
     p.add_argument("--int8", action="store_true", help="dynamic int8 quantisation of the LSTM and linear weights")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset version, >= 14 (default: 17)")
@@ -24,11 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ge2e.errors import Ge2eError
     from ge2e.export import PARITY_COSINE, export
-    from ge2e.files import check_writable
     from ge2e.model import SpeakerEncoder
     from ge2e.pretrained import load_model
 
-    check_writable(args.out)  # a folder, or a place that cannot be written: say so before exporting
+    check_output(args, args.out)  # a folder, or a place that cannot be written: say so before exporting
     if args.opset < 14:
         raise Ge2eError(f"--opset {args.opset}: ONNX export needs opset 14 or newer")
     model = load_model(args.model)

@@ -21,6 +21,7 @@ from ge2e.cli._preflight import (
     report_skipped,
     require_module,
 )
+from ge2e.cli.embed import add_speaker_level_option
 from ge2e.errors import Ge2eError
 
 MAX_TICK_LABELS = 40  # beyond this a heatmap's axis labels overlap into noise
@@ -42,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_mkdir_option(p)
     p.add_argument("--method", choices=("pca", "umap"), default="pca", help="projection (default pca)")
     p.add_argument("--per-speaker", type=int, default=0, metavar="N", help="at most N utterances per speaker")
+    add_speaker_level_option(p)
     add_model_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -148,14 +150,14 @@ def save_heatmap(
 
 
 def run(args: argparse.Namespace) -> int:
-    from ge2e.data.readers import read_corpus
+    from ge2e.data.readers import name_speakers, read_corpus
     from ge2e.inference import embed_files
 
     require_module("matplotlib", MATPLOTLIB_HINT)
     if args.method == "umap":
         require_module("umap", UMAP_HINT)
     check_output(args, args.out, image=True)
-    utterances = read_corpus(args.folder)
+    utterances = name_speakers(read_corpus(args.folder), args.speaker_level)
     if args.per_speaker > 0:
         seen: dict[str, int] = {}
         kept = []

@@ -265,6 +265,14 @@ def speaker_names(paths: Sequence[str | Path], level: int | None = None) -> list
     return [p.relative_to(common).parts[0] if p.parent != common else p.parent.name for p in absolute]
 
 
+def name_speakers(utterances: Sequence[Utterance], level: int | None = None) -> list[Utterance]:
+    """``utterances`` with each speaker named as :func:`speaker_names` names its file (``level`` as there), the
+    one naming every command shows for folders: :func:`read_corpus` names them relative to the root it is given,
+    so a single speaker's folder would give its chapters as speakers."""
+    names = speaker_names([u.path for u in utterances], level)
+    return [replace(u, speaker=name) for u, name in zip(utterances, names, strict=True)]
+
+
 def read_corpus(root: str | Path, layout: str = "auto", corpus: str | None = None) -> list[Utterance]:
     """Manifest of the corpus under ``root``, sorted by path (layouts and detection: module docstring).
 
