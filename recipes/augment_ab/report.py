@@ -1,4 +1,5 @@
-"""Write docs/augmentation_pilot.md and docs/img/augment_*.png from the A/B runs of recipes/augment_ab/run.sh.
+"""Write docs/experiments/2026-12-07-augmentation-pilot.md and docs/img/augment_*.png from the A/B runs of
+recipes/augment_ab/run.sh.
 
     python recipes/augment_ab/report.py [--runs no_aug aug] [--exp exp/augment_ab]
 
@@ -235,7 +236,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", nargs="+", default=[BASELINE, "aug"])
     p.add_argument("--exp", default="exp/augment_ab")
-    p.add_argument("--doc", default="docs/augmentation_pilot.md")
+    p.add_argument("--doc", default="docs/experiments/2026-12-07-augmentation-pilot.md")
     p.add_argument("--img", default="docs/img/augment_val_eer.png")
     args = p.parse_args()
     exp = Path(args.exp)

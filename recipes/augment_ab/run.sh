@@ -6,7 +6,8 @@
 # Validation: DSPSpeech-20.dev + speech_commands_v0.02_test.dev speakers (never trained on).
 #   bash recipes/augment_ab/run.sh [stage] [stop_stage]        (from the repository root)
 # Stages: 1 prepare the augmented LibriSpeech.train cache | 2 train A and B (resumable)
-#         3 score the official dev trial lists with each run's final and best models | 4 write docs/augmentation_pilot.md
+#         3 score the official dev trial lists with each run's final and best models
+#         4 write docs/experiments/2026-12-07-augmentation-pilot.md
 # Everything runs niced with one thread: the machine is shared with a higher-priority training run.
 set -euo pipefail
 stage=${1:-1}

@@ -210,7 +210,7 @@ def render(record: dict[str, Any]) -> str:
         record.get("conclusion", "").strip(),
         "",
         "An earlier, smaller pilot (speed, noise and reverberation on LibriSpeech only, 2 x 128 encoder, 500 steps) "
-        "is on [augmentation_pilot.md](augmentation_pilot.md).",
+        "is on [experiments/2026-12-07-augmentation-pilot.md](experiments/2026-12-07-augmentation-pilot.md).",
         "",
         f"_Generated at commit {record['commit']}._",
         "",

@@ -17,7 +17,8 @@
 #   9 round5    the candidate for v7 (issue 30): a fork of v6 trained with telephone, noise and reverberated copies
 #               of every file and crops from 0.5 s, and its soup with v6, scored against v6 on the generalisation
 #               benchmark (recipes/generalise, docs/generalisation.md); bundled by stages 7-8 only when it wins there
-# (Round 3, MultiReader over the corpora, was tried and rejected on the dev lists: docs/augmentation.md.)
+# (Round 3, MultiReader over the corpora, was tried and rejected on the dev lists:
+# docs/experiments/2026-12-07-bundled-model-rounds.md.)
 set -euo pipefail
 stage=${1:-1}
 stop_stage=${2:-9}
