@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ge2e.data.readers import decode_ffmpeg
+from ge2e.decoding import load_audio
 from ge2e.errors import AudioDecodeError
 
 SR = 16_000
@@ -20,7 +20,7 @@ def test_m4a_round_trip(tmp_path: Path, ffmpeg: str) -> None:
     wav, m4a = tmp_path / "tone.wav", tmp_path / "tone.m4a"
     sf.write(wav, (0.3 * np.sin(2 * np.pi * 500 * t)).astype(np.float32), 44_100)
     subprocess.run([ffmpeg, "-v", "error", "-i", str(wav), "-c:a", "aac", str(m4a)], check=True)
-    out = decode_ffmpeg(m4a, SR)
+    out = load_audio(m4a, target_sr=SR)
     assert out.dtype == np.float32 and out.ndim == 1
     # AAC adds encoder delay and padding: length within 0.1 s, then level and pitch
     assert abs(len(out) - round(len(t) * SR / 44_100)) < 0.1 * SR
@@ -33,4 +33,4 @@ def test_corrupt_m4a_is_a_decode_error(tmp_path: Path, ffmpeg: str) -> None:
     bad = tmp_path / "bad.m4a"
     bad.write_bytes(b"\x00\x00\x00\x18ftypM4A " + bytes(200))
     with pytest.raises(AudioDecodeError, match=r"bad\.m4a"):
-        decode_ffmpeg(bad, SR)
+        load_audio(bad, target_sr=SR)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ge2e.data import readers
+from ge2e import decoding
 from ge2e.data.readers import Utterance, detect_layout, list_audio, load_split, read_corpus
 from ge2e.errors import Ge2eError
 
@@ -53,10 +53,10 @@ def test_librispeech(tmp_path: Path) -> None:
 
 def test_voxceleb_needs_ffmpeg_for_m4a(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = make_tree(tmp_path / "vox1", VOX)
-    monkeypatch.setattr(readers.shutil, "which", lambda name: None)
+    monkeypatch.setattr(decoding.shutil, "which", lambda name: None)
     with pytest.raises(Ge2eError, match="ffmpeg"):
         read_corpus(root)
-    monkeypatch.setattr(readers.shutil, "which", lambda name: "/usr/bin/ffmpeg")
+    monkeypatch.setattr(decoding.shutil, "which", lambda name: "/usr/bin/ffmpeg")
     utts = read_corpus(root)
     assert [u.speaker for u in utts] == ["id10001", "id10001", "id10002"]
     assert {u.corpus for u in utts} == {"vox1"}

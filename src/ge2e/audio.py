@@ -20,9 +20,8 @@ import soxr
 import torch
 
 from ge2e.config import AudioConfig
-from ge2e.decoding import ARRAY_NAME, Source, input_name, load_audio
+from ge2e.decoding import ARRAY_NAME, DEFAULT_LIMITS, Limits, Source, input_name, load_audio
 from ge2e.errors import (
-    AudioError,
     AudioTooShort,
     LowConfidenceSpeech,
     NoSpeechError,
@@ -316,16 +315,19 @@ def log_mel(wav: torch.Tensor, cfg: AudioConfig = AudioConfig()) -> torch.Tensor
 # ---------------------------------------------------------------------------------------------- front end
 
 
-def load_normalized(source: Source, sr: int | None, cfg: AudioConfig, name: str) -> np.ndarray:
-    """Load (mono, ``cfg.sample_rate``), reject silence, normalise the volume -> float32 ``(L,)``.
+def load_normalized(
+    source: Source, sr: int | None, cfg: AudioConfig, name: str, limits: Limits = DEFAULT_LIMITS
+) -> np.ndarray:
+    """Load (mono, ``cfg.sample_rate``, within ``limits``), reject less than one analysis window and silence,
+    normalise the volume -> float32 ``(L,)``.
 
     Raises:
-        AudioError subclasses named ``name``; NoSpeechError for silent audio.
+        AudioError subclasses named ``name``; AudioTooShort under one window; NoSpeechError for silent audio.
     """
-    try:
-        wav = load_audio(source, sr, cfg.sample_rate)
-    except AudioError as exc:
-        raise type(exc)(name, exc.problem) from exc
+    wav = load_audio(source, sr, cfg.sample_rate, limits, name)
+    if len(wav) < cfg.win_length:
+        ms = 1000 / cfg.sample_rate
+        raise AudioTooShort(name, f"{ms * len(wav):.0f} ms of audio, need at least {ms * cfg.win_length:.0f} ms")
     # checked before normalising, which would amplify near-silence (noise floor, dither) to speech level
     level = peak_dbfs(wav)
     if level < SILENCE_DBFS:
@@ -334,7 +336,11 @@ def load_normalized(source: Source, sr: int | None, cfg: AudioConfig, name: str)
 
 
 def load_speech(
-    source: Source, sr: int | None = None, cfg: AudioConfig = AudioConfig(), name: str | None = None
+    source: Source,
+    sr: int | None = None,
+    cfg: AudioConfig = AudioConfig(),
+    name: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`load_normalized` samples ``(L,)`` and the boolean ``(L,)`` mask of their speech (VAD, padded by
     ``cfg.vad_pad_ms``; all True when ``cfg.vad`` is off), for diarization, which keeps the frames whose centre
@@ -345,7 +351,7 @@ def load_speech(
         when the VAD finds no speech.
     """
     name = input_name(source, name)
-    wav = load_normalized(source, sr, cfg, name)
+    wav = load_normalized(source, sr, cfg, name, limits)
     if not cfg.vad:
         return wav, np.ones(len(wav), dtype=bool)
     mask = speech_mask(wav, cfg.sample_rate, cfg.vad_threshold, cfg.vad_pad_ms)
@@ -369,6 +375,7 @@ def speech_features(
     cfg: AudioConfig = AudioConfig(),
     name: str | None = None,
     min_speech_ms: float | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The whole front end for one utterance -> (T, n_mels) float32 log-mel features, and the ``(S,)`` positions
     in the decoded ``cfg.sample_rate`` audio of the speech samples they were computed from (frame ``t`` covers
@@ -385,13 +392,14 @@ def speech_features(
         name: how errors name the input (default: the path, or ``<array>``).
         min_speech_ms: least speech (audio when ``cfg.vad`` is off) accepted, default ``cfg.min_speech_ms``
             (what training data needs); never less than one analysis window.
+        limits: what the decoder accepts (:class:`ge2e.decoding.Limits`).
 
     Raises:
         AudioError subclasses; NoSpeechError for silent audio, AudioTooShort when even the whole clip is under
         the minimum.
     """
     name = input_name(source, name)
-    wav = load_normalized(source, sr, cfg, name)
+    wav = load_normalized(source, sr, cfg, name, limits)
     minimum_ms = cfg.min_speech_ms if min_speech_ms is None else min_speech_ms
     min_samples = max(round(minimum_ms * cfg.sample_rate / 1000), cfg.win_length)
     mask = np.ones(len(wav), dtype=bool)

@@ -62,6 +62,10 @@ class AudioTooShort(AudioError):
     """Less audio (or speech) than the minimum duration."""
 
 
+class AudioTooLong(AudioError):
+    """More audio than the decoder's duration limit (:class:`ge2e.decoding.Limits`)."""
+
+
 class LowConfidenceSpeech(UserWarning):
     """The VAD found too little speech in audible audio, so the front end scored an energy-trimmed (or whole) clip.
 
@@ -71,4 +75,3 @@ class LowConfidenceSpeech(UserWarning):
 
 class OutputError(PathError):
     """An output file or folder cannot be written (read-only, permissions, disk full)."""
-

@@ -16,15 +16,14 @@ and in every worker process.
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import soxr
 
 from ge2e.audio import load_audio
+from ge2e.decoding import AUDIO_EXTENSIONS, Limits, encode
 from ge2e.errors import Ge2eError
 
 AUGMENTATIONS = ("speed", "noise", "reverb", "telephone")
@@ -126,12 +125,9 @@ def band_limit(wav: np.ndarray, sr: int, low: float, high: float) -> np.ndarray:
 
 def codec_round_trip(wav: np.ndarray, sr: int, subtype: str) -> np.ndarray:
     """(L,) ``wav`` encoded as a WAV of libsndfile ``subtype`` (e.g. ULAW, GSM610) and decoded again."""
-    buffer = io.BytesIO()
     peak = float(np.max(np.abs(wav))) if len(wav) else 0.0
     scale = 0.99 / peak if peak > 0.99 else 1.0  # the codecs clip at full scale
-    sf.write(buffer, wav * scale, sr, format="WAV", subtype=subtype)
-    buffer.seek(0)
-    decoded, _ = sf.read(buffer, dtype="float32")
+    decoded = load_audio(encode(wav * scale, sr, subtype), target_sr=sr, limits=Limits(max_seconds=None))
     return decoded[: len(wav)] / scale  # GSM pads to whole 20 ms frames
 
 
@@ -146,8 +142,6 @@ def telephone(wav: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
 
 def list_noise_files(folder: str | Path) -> list[str]:
     """Sorted audio files under ``folder`` (sorted so the per-file choice is reproducible)."""
-    from ge2e.data.readers import AUDIO_EXTENSIONS
-
     folder = Path(folder)
     if not folder.is_dir():
         raise Ge2eError(f"{folder}: noise folder not found")

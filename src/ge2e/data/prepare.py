@@ -33,7 +33,8 @@ from ge2e.data.cache import (
     write_tsv,
 )
 from ge2e.data.featurize import Featurizer, Job, results
-from ge2e.data.readers import FFMPEG_EXTENSIONS, Utterance, read_tsv, require_ffmpeg
+from ge2e.data.readers import Utterance, read_tsv
+from ge2e.decoding import FFMPEG_EXTENSIONS, require_ffmpeg
 from ge2e.errors import ConfigError, Ge2eError
 from ge2e.files import atomic_write, check_writable, is_temp_file, remove_stale_temp_files
 

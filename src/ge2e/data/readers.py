@@ -30,20 +30,15 @@ import csv
 import logging
 import os
 import re
-import shutil
-import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
-
-from ge2e.errors import AudioDecodeError, Ge2eError
+from ge2e.decoding import AUDIO_EXTENSIONS, FFMPEG_EXTENSIONS, require_ffmpeg
+from ge2e.errors import Ge2eError
 
 logger = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".opus", ".ogg", ".mp3", ".m4a"})
-FFMPEG_EXTENSIONS = frozenset({".m4a"})  # containers soundfile (libsndfile) cannot decode
 SPLITS = ("train", "dev", "test")
 
 
@@ -332,25 +327,3 @@ def read_speaker_list(path: str | Path) -> set[str]:
     except OSError as exc:
         raise Ge2eError(f"{path}: cannot read speaker list ({exc.strerror or exc})") from None
     return {s for line in lines if (s := line.split("#", 1)[0].strip())}
-
-
-def require_ffmpeg() -> str:
-    """Path of the ffmpeg executable; Ge2eError when it is not installed."""
-    exe = shutil.which("ffmpeg")
-    if exe is None:
-        raise Ge2eError("m4a audio (VoxCeleb2) needs ffmpeg, which is not installed (e.g. apt-get install ffmpeg)")
-    return exe
-
-
-def decode_ffmpeg(path: str | Path, sample_rate: int = 16_000) -> np.ndarray:
-    """Decode any ffmpeg-readable file (m4a/AAC) -> (L,) float32 mono samples at ``sample_rate``.
-
-    Raises:
-        Ge2eError: ffmpeg missing; AudioDecodeError: ffmpeg failed on this file.
-    """
-    cmd = [require_ffmpeg(), "-nostdin", "-v", "error", "-i", str(path), "-ac", "1", "-ar", str(sample_rate)]
-    proc = subprocess.run([*cmd, "-f", "f32le", "-"], capture_output=True, check=False)
-    if proc.returncode != 0:
-        reason = (proc.stderr.decode(errors="replace").strip().splitlines() or ["ffmpeg failed"])[-1]
-        raise AudioDecodeError(path, f"cannot decode audio ({reason})")
-    return np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)

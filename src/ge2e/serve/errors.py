@@ -15,6 +15,7 @@ from starlette.routing import compile_path
 from ge2e.errors import (
     AudioDecodeError,
     AudioError,
+    AudioTooLong,
     AudioTooShort,
     EmptyAudio,
     NonFiniteAudio,
@@ -44,10 +45,6 @@ class ApiError(Exception):
 
 def error_body(status: int, code: str, message: str) -> dict[str, dict[str, int | str]]:
     return {"error": {"status": status, "code": code, "message": message}}
-
-
-class AudioTooLong(AudioError):
-    """More audio than the service accepts per upload."""
 
 
 # (status, code) per audio failure; the most specific class is listed first because the lookup walks the MRO

@@ -12,6 +12,7 @@ import numpy as np
 from starlette.requests import Request
 
 from ge2e import __version__
+from ge2e.decoding import Limits, load_audio
 from ge2e.diarization.pipeline import SpeechWindows, embed_speech
 from ge2e.errors import AudioError
 from ge2e.inference import Encoder, embed_mels, is_short, scoring_features, speech_seconds
@@ -23,7 +24,7 @@ from ge2e.serve.limiter import InferenceLimiter, RateLimiter
 from ge2e.serve.metrics import Metrics
 from ge2e.serve.middleware import RequestGate
 from ge2e.serve.store import SpeakerStore
-from ge2e.serve.uploads import Upload, decode, parse_uploads
+from ge2e.serve.uploads import Upload, parse_uploads
 
 T = TypeVar("T")
 
@@ -45,6 +46,11 @@ class ServeConfig:
     header_timeout_s: float = 10.0
     max_connections: int = 1024
     max_connections_per_client: int = 32
+
+    @property
+    def limits(self) -> Limits:
+        """What uploads may be: the duration cap, and no ffmpeg subprocess run on a client's bytes (docs/serve.md)."""
+        return Limits(max_seconds=self.max_audio_seconds, allow_ffmpeg=False)
 
 
 def decision(score: float, threshold: float) -> str:
@@ -99,11 +105,15 @@ class Service:
         async with self.limiter.slot():
             return await self.limiter.run(self._recording, upload, then), upload
 
+    def _decode(self, upload: Upload, label: str) -> np.ndarray:
+        """The upload's ``(L,)`` samples at the model's rate, within the service's :attr:`ServeConfig.limits`."""
+        return load_audio(upload.data, target_sr=self.model.audio.sample_rate, limits=self.config.limits, name=label)
+
     def _recording(self, upload: Upload, then: Callable[[SpeechWindows], T]) -> T:
         label = upload.label(1, 1)
         try:
-            decoded = decode(upload.data, label, self.config.max_audio_seconds, self.model.audio.window_ms / 1000)
-            return then(embed_speech(self.model, decoded.samples, decoded.sample_rate, name=label))
+            samples = self._decode(upload, label)
+            return then(embed_speech(self.model, samples, self.model.audio.sample_rate, name=label))
         except AudioError as exc:
             raise audio_error(exc, label) from None
 
@@ -115,9 +125,9 @@ class Service:
             label = upload.label(i, len(uploads))
             start = time.perf_counter()
             try:
-                # at least one analysis window: any speech in it is scored (and flagged short), as in the CLI
-                decoded = decode(upload.data, label, self.config.max_audio_seconds, audio.window_ms / 1000)
-                mel = scoring_features(self.model, decoded.samples, decoded.sample_rate, name=label)
+                # any speech is scored (and flagged short), as in the CLI
+                samples = self._decode(upload, label)
+                mel = scoring_features(self.model, samples, audio.sample_rate, name=label)
             except AudioError as exc:
                 raise audio_error(exc, label) from None
             dvector = embed_mels(self.model, [mel])[0].numpy()
@@ -126,7 +136,7 @@ class Service:
             self.metrics.observe(
                 "ge2e_inference_seconds", "decode + front end + encoder time per utterance", time.perf_counter() - start
             )
-            out.append(Embedded(dvector, upload, decoded.seconds, speech_seconds(mel, audio)))
+            out.append(Embedded(dvector, upload, len(samples) / audio.sample_rate, speech_seconds(mel, audio)))
         return out
 
     def warm_up(self) -> None:

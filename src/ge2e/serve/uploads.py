@@ -1,4 +1,4 @@
-"""Audio uploads: split a request body into its audio files, then decode the bytes.
+"""Audio uploads: split a request body into its audio files (decoded by :func:`ge2e.decoding.load_audio`).
 
 A body is either ``multipart/form-data`` with one or more file parts named ``audio``, or the raw audio bytes (any
 other content type). Neither the file name nor the content type decides whether bytes are audio: only decoding does.
@@ -6,22 +6,14 @@ other content type). Neither the file name nor the content type decides whether 
 
 from __future__ import annotations
 
-import io
-import re
 from dataclasses import dataclass, field
 
-import numpy as np
-import soundfile as sf
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from ge2e.errors import AudioDecodeError, AudioError, AudioTooShort, EmptyAudio
-from ge2e.serve.errors import ApiError, AudioTooLong
+from ge2e.serve.errors import ApiError
 
 AUDIO_FIELD = "audio"
-MAX_SAMPLE_RATE = 384_000  # the highest rate audio interfaces record at; a larger header value is a broken file
-MAX_CHANNELS = 32
-DECODE_BLOCK_SECONDS = 1.0  # decoded and downmixed a block at a time, so a many-channel file never sits in memory
 
 
 @dataclass(frozen=True)
@@ -106,56 +98,3 @@ def parse_uploads(content_type: str | None, body: bytes, max_files: int = 1) -> 
     if not parts.uploads:
         raise ApiError(400, "bad_form", "no audio: send the audio as a multipart file part named 'audio'")
     return parts.uploads
-
-
-@dataclass(frozen=True)
-class Decoded:
-    """Decoded upload: ``(L,)`` float32 mono samples at the file's own ``sample_rate`` (Hz)."""
-
-    samples: np.ndarray
-    sample_rate: int
-
-    @property
-    def seconds(self) -> float:
-        return len(self.samples) / self.sample_rate
-
-
-def decode(data: bytes, name: str, max_seconds: float, min_seconds: float) -> Decoded:
-    """Decode any format soundfile reads from memory, downmix to mono, enforce the duration limits.
-
-    Raises:
-        EmptyAudio (0 bytes or 0 samples), AudioDecodeError (not decodable), AudioError (absurd header),
-        AudioTooLong (over ``max_seconds``; detected without decoding the rest), AudioTooShort (under
-        ``min_seconds``); each message names ``name``.
-    """
-    if not data:
-        raise EmptyAudio(name, "empty upload (0 bytes)")
-    try:
-        with sf.SoundFile(io.BytesIO(data)) as f:
-            sr, channels = int(f.samplerate), int(f.channels)
-            if not 0 < sr <= MAX_SAMPLE_RATE or not 0 < channels <= MAX_CHANNELS:
-                raise AudioError(name, f"unsupported format: {sr} Hz, {channels} channel(s)")
-            limit = int(max_seconds * sr)
-            block = max(1, int(DECODE_BLOCK_SECONDS * sr))
-            mono: list[np.ndarray] = []
-            read = 0
-            while read <= limit:
-                frames = f.read(frames=min(block, limit + 1 - read), dtype="float32", always_2d=True)
-                if len(frames) == 0:
-                    break
-                mono.append(frames.mean(axis=1, dtype=np.float32))
-                read += len(frames)
-    except AudioError:
-        raise
-    except Exception as exc:  # libsndfile raises several types for bad bytes; all mean "cannot decode"
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        first = re.sub(r"^Error opening <[^>]*>: ", "", first)  # the BytesIO repr says nothing to the client
-        raise AudioDecodeError(name, f"cannot decode audio ({first})") from None
-    if read > limit:
-        raise AudioTooLong(name, f"audio longer than the {max_seconds:g} s limit of this service")
-    if read == 0:
-        raise EmptyAudio(name, "no samples")
-    samples = np.concatenate(mono)
-    if read < min_seconds * sr:
-        raise AudioTooShort(name, f"{1000 * read / sr:.0f} ms of audio, need at least {1000 * min_seconds:.0f} ms")
-    return Decoded(samples, sr)
