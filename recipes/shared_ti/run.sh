@@ -15,7 +15,7 @@
 #   8 card      the training curve, model card, quantisation table, diarization settings and tables, short-utterance
 #               figures; Resemblyzer's test EERs when it is installed (pip install 'ge2e[bench]')
 #   9 round5    the candidate for v7 (issue 30): a fork of v6 trained with telephone, noise and reverberated copies
-#               of every file and crops from 0.5 s, and its soup with v6, scored against v6 on the generalisation
+#               of the training files and crops from 0.5 s, and its soup with v6, scored against v6 on the generalisation
 #               benchmark (recipes/generalise, docs/generalisation.md); bundled by stages 7-8 only when it wins there
 # (Round 3, MultiReader over the corpora, was tried and rejected on the dev lists:
 # docs/experiments/2026-12-07-bundled-model-rounds.md.)
@@ -52,8 +52,9 @@ if run 1; then
   prepare cache/sp_train speed LibriSpeech:aug speechocean762:aug speech_commands_v0.02_test:aug wuw2 DSPSpeech-20
   prepare cache/nz_train noise LibriSpeech:aug DSPSpeech-20:aug speechocean762:aug wuw2:aug \
     speech_commands_v0.02_test:aug
+  # DSPSpeech-20's 8,800 isolated words stay as they are here too: their copies would double the stage's time
   prepare cache/rb_train telephone,noise,reverb LibriSpeech:aug speechocean762:aug speech_commands_v0.02_test:aug \
-    wuw2:aug DSPSpeech-20:aug
+    wuw2:aug DSPSpeech-20
 fi
 
 if run 2; then
