@@ -5,7 +5,7 @@ d-vector: decoding, resampling, volume normalisation, VAD, log-mel features and 
 
 - ``resemblyzer``: ``VoiceEncoder.embed_utterance(preprocess_wav(path))`` per file (webrtcvad, librosa mels,
   one batch of partial windows per utterance). Needs ``pip install -e '.[bench]'``.
-- ``ge2e default (int8 ONNX)``: ``ge2e.inference.embed_files`` with the bundled model in the form
+- ``ge2e default (int8 ONNX)``: ``Inference.embed_files`` with the bundled model in the form
   ``ge2e.load_model()`` picks where onnxruntime is installed, its int8 ONNX export (``ge2e_small.int8.onnx``):
   what ``ge2e embed`` runs by default.
 - ``ge2e small``: the same with the bundled float32 checkpoint (``load_model(int8=False)``, ``--float32``; random
@@ -41,7 +41,7 @@ from common import header, interleaved, machine, median, table, write_result
 from ge2e.audio import load_speech, log_mel
 from ge2e.cli._model import DEFAULT_THREADS
 from ge2e.export import export, load_exported
-from ge2e.inference import Encoder, embed_files, embed_mels
+from ge2e.inference import Encoder, as_inference, embed_mels
 from ge2e.model import SpeakerEncoder
 from ge2e.pretrained import bundled_model_path, load_model, onnxruntime_available
 
@@ -81,7 +81,7 @@ def contenders(files: list[Path], workdir: Path) -> dict[str, Callable[[], Any]]
         return [resemblyzer.embed_utterance(preprocess_wav(f)) for f in files]
 
     def ours(model: Encoder) -> Callable[[], Any]:
-        return lambda: embed_files(model, files, progress=False)
+        return lambda: as_inference(model).embed_files(files, progress=False)
 
     return {"resemblyzer": run_resemblyzer, **{name: ours(model) for name, model in encoders.items()}}
 

@@ -1,7 +1,7 @@
 """What a score is worth on short speech: EER, and false accepts / misses at the model's threshold, by seconds of
 speech, on official DEV trial lists (never test: these figures decide where ``verify`` flags a score as short).
 
-Both measurements use the scoring front end (:func:`ge2e.inference.scoring_features`: any speech the VAD finds):
+Both measurements use the scoring front end (:meth:`ge2e.inference.Inference.features`: any speech the VAD finds):
 
 - cropped: on a list of longer utterances (default ``speechocean762.dev``, read sentences), the test side of each
   trial is cut to the middle 0.3 / 0.5 / 1 / 2 s of its speech (the samples the VAD keeps); the enrollment side
@@ -32,8 +32,8 @@ from ge2e.evaluate import EvalTrial, list_trials
 from ge2e.inference import (
     SCORING_MIN_SPEECH_MS,
     Encoder,
+    as_inference,
     embed_mels,
-    scoring_features,
     speech_seconds,
 )
 from ge2e.metrics import eer, error_rates
@@ -58,7 +58,7 @@ def embed_each(model: Encoder, paths: Sequence[str]) -> tuple[dict[str, np.ndarr
     mels, refused = {}, {}
     for path in paths:
         try:
-            mels[path] = scoring_features(model, path)
+            mels[path] = as_inference(model).features(path)
         except AudioError as exc:
             refused[path] = exc.problem
     vectors = embed_mels(model, list(mels.values())).numpy() if mels else []

@@ -18,6 +18,7 @@ from ge2e import api, pretrained
 from ge2e.audio import preprocess
 from ge2e.config import AudioConfig, ModelConfig
 from ge2e.errors import AudioError, AudioTooShort, CheckpointError, Ge2eError
+from ge2e.inference import Inference, embed_frames
 from ge2e.model import SpeakerEncoder
 
 SR = 16_000
@@ -130,7 +131,7 @@ def test_items_can_be_paths_arrays_or_tuples(tiny: SpeakerEncoder, tmp_path: Pat
     assert np.linalg.norm(from_array) == pytest.approx(1.0, abs=1e-5)
     np.testing.assert_allclose(api.embed_utterance((wav, SR), tiny), from_array, atol=1e-6)
     np.testing.assert_allclose(api.embed_utterance(path, tiny), from_array, atol=1e-5)
-    np.testing.assert_allclose(tiny.embed_utterance(wav, SR), from_array, atol=1e-5)
+    np.testing.assert_allclose(Inference(tiny).embed_utterance(wav, SR), from_array, atol=1e-5)
 
 
 def test_embed_speaker_is_the_normalised_mean(tiny: SpeakerEncoder) -> None:
@@ -239,7 +240,7 @@ def test_bundled_int8_is_an_export_of_the_bundled_weights(data_root: Path) -> No
     from ge2e.export import OnnxEncoder
 
     default, fp32 = api.load_model(), api.load_model(int8=False)
-    assert isinstance(default, OnnxEncoder) and default.int8 and isinstance(fp32, SpeakerEncoder)
+    assert isinstance(default.encoder, OnnxEncoder) and default.int8 and isinstance(fp32.encoder, SpeakerEncoder)
     assert default.fingerprint == api.file_sha256(api.bundled_model_path(int8=True))
     files = sorted((data_root / "LibriSpeech" / "test-other").rglob("*.flac"))[:3]
     cosines = np.sum(api.embed_utterances(files, default) * api.embed_utterances(files, fp32), axis=1)
@@ -281,7 +282,7 @@ def test_partials_are_the_windows_behind_the_utterance_dvector(tiny: SpeakerEnco
     np.testing.assert_allclose(spans[:, 1] - spans[:, 0], 1.615, atol=1e-9)  # 160 frames: 159 hops + one window
     mel = preprocess(wav, SR, tiny.audio)  # the utterance's frames; the last window ends on the last frame
     for row, start in zip(partials, (0, 80, 160, len(mel) - 160), strict=True):
-        window = tiny.embed_frames(mel[None, start : start + 160])[0].numpy()
+        window = embed_frames(tiny, mel[None, start : start + 160])[0].numpy()
         np.testing.assert_allclose(row, window / np.linalg.norm(window), atol=1e-5)
 
 

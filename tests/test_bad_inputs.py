@@ -382,7 +382,7 @@ def test_missing_optional_package_is_reported_before_any_work(
     def no_work(*args: object, **kwargs: object) -> None:
         raise AssertionError("embedding started before the missing package was noticed")
 
-    monkeypatch.setattr(ge2e.inference, "embed_files", no_work)
+    monkeypatch.setattr(ge2e.inference.Inference, "embed_files", no_work)
     data = tmp_path / "data" / "spk0"
     data.mkdir(parents=True)
     sf.write(data / "a.wav", noise(1.0), SR)

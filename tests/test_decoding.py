@@ -175,3 +175,15 @@ def test_limits_are_checked(tmp_path: Path) -> None:
         load_audio(np.zeros(100, dtype=np.float32), sr=48_000, limits=Limits(max_sample_rate=44_100))
     with pytest.raises(Exception, match="must be > 0"):
         Limits(max_seconds=0)
+
+
+def test_max_seconds_sets_the_cli_cap(
+    tmp_path: Path, speech: tuple[np.ndarray, int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    wav, sr = speech
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, wav[: 3 * sr], sr)
+    out = str(tmp_path / "e.npz")
+    assert main(["embed", str(clip), "--out", out, "--no-progress", "--max-seconds", "2"]) == 1  # none embedded
+    assert f"  {clip}: 3 s of audio, longer than the 2 s limit" in capsys.readouterr().out
+    assert main(["embed", str(clip), "--out", out, "--no-progress", "--max-seconds", "4"]) == 0

@@ -21,7 +21,7 @@ from ge2e.export import (
     load_exported,
     quantize_int8,
 )
-from ge2e.inference import embed_files, embed_mels
+from ge2e.inference import Inference, embed_mels
 from ge2e.model import SpeakerEncoder
 
 pytest.importorskip("onnxruntime")
@@ -119,7 +119,7 @@ def test_dynamic_batch_and_time(exported, fmt):
 def test_embed_files_with_onnx(exported, test_paths, test_mels):
     model, loaded = encoder("linear"), load_exported(exported["onnx", "linear"], threads=1)
     missing = test_paths[0].with_name("missing.flac")
-    result = embed_files(loaded, [test_paths[0], missing], progress=False)
+    result = Inference(loaded).embed_files([test_paths[0], missing], progress=False)
     assert result.embeddings.shape == (1, model.embedding_size)
     assert list(result.errors) == [str(missing)]
     assert min_cosine(result.embeddings, embed_mels(model, test_mels[:1], model.inference)) > PARITY_COSINE

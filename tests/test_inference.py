@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ge2e.config import AudioConfig, InferenceConfig, ModelConfig
-from ge2e.inference import embed_files, embed_mels, normalize_average, window_starts, windows
+from ge2e.inference import Inference, embed_frames, embed_mels, normalize_average, window_starts, windows
 from ge2e.model import SpeakerEncoder
 
 TINY = ModelConfig(hidden_size=16, proj_size=8, num_layers=2)
@@ -36,9 +36,9 @@ def test_normalize_average_normalises_before_and_after_averaging():
 def test_embed_mel_matches_manual_windowing():
     model = SpeakerEncoder(TINY, inference=InferenceConfig())
     mel = np.random.default_rng(0).standard_normal((300, 40)).astype(np.float32)
-    manual = normalize_average(model.embed_frames(windows(torch.from_numpy(mel)))).numpy()
-    np.testing.assert_allclose(model.embed_mel(mel), manual, rtol=1e-5, atol=1e-6)
-    assert model.embed_mel(mel[:40]).shape == (8,)
+    manual = normalize_average(embed_frames(model, windows(torch.from_numpy(mel)))).numpy()
+    np.testing.assert_allclose(embed_mels(model, [mel])[0].numpy(), manual, rtol=1e-5, atol=1e-6)
+    assert embed_mels(model, [mel[:40]])[0].numpy().shape == (8,)
 
 
 def test_embed_mels_batches_across_utterances_like_one_by_one():
@@ -47,7 +47,7 @@ def test_embed_mels_batches_across_utterances_like_one_by_one():
     mels = [torch.from_numpy(rng.standard_normal((t, 40)).astype(np.float32)) for t in (50, 400, 160, 50, 250)]
     got = embed_mels(model, mels, model.inference)
     for u, mel in enumerate(mels):
-        np.testing.assert_allclose(got[u].numpy(), model.embed_mel(mel), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(got[u].numpy(), embed_mels(model, [mel])[0].numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_embed_files_skips_bad_files_and_keeps_going(tmp_path):
@@ -61,10 +61,10 @@ def test_embed_files_skips_bad_files_and_keeps_going(tmp_path):
     corrupt = tmp_path / "corrupt.wav"
     corrupt.write_bytes(b"RIFF" + bytes(rng.integers(0, 255, 100, dtype=np.uint8)))
     model = SpeakerEncoder(TINY, audio=AudioConfig(vad=False))
-    result = embed_files(model, [corrupt, good, tmp_path / "missing.wav"], progress=False)
+    result = Inference(model).embed_files([corrupt, good, tmp_path / "missing.wav"], progress=False)
     assert result.paths == [str(good)] and result.embeddings.shape == (1, 8)
     assert set(result.errors) == {str(corrupt), str(tmp_path / "missing.wav")}
-    np.testing.assert_allclose(result.embeddings[0], model.embed_utterance(good), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(result.embeddings[0], Inference(model).embed_utterance(good), rtol=1e-4, atol=1e-5)
 
 
 def test_encoder_methods_for_speakers_and_files(tmp_path):
@@ -77,7 +77,7 @@ def test_encoder_methods_for_speakers_and_files(tmp_path):
         paths.append(tmp_path / f"{k}.wav")
         sf.write(paths[-1], np.roll(wav, 1000 * k), 16000)
     model = SpeakerEncoder(TINY, audio=AudioConfig(vad=False))
-    result = model.embed_files(paths, progress=False)
+    result = Inference(model).embed_files(paths, progress=False)
     assert result.embeddings.shape == (2, 8)
     expected = result.embeddings.mean(0) / np.linalg.norm(result.embeddings.mean(0))
-    np.testing.assert_allclose(model.embed_speaker(paths), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(Inference(model).embed_speaker(paths), expected, rtol=1e-4, atol=1e-5)

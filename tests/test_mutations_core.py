@@ -12,15 +12,16 @@ import pytest
 import soundfile as sf
 import torch
 
+import ge2e
 from ge2e import inference
 from ge2e.audio import log_mel, normalize_volume, peak_dbfs
 from ge2e.config import AudioConfig, InferenceConfig, LossConfig, ModelConfig
 from ge2e.errors import AudioError, Ge2eError
 from ge2e.inference import (
     EmbeddedFiles,
+    Inference,
     as_items,
     average_embeddings,
-    embed_files,
     embed_frames,
     is_short,
     model_fingerprint,
@@ -139,16 +140,16 @@ def test_embed_files_batches_and_reports_each_bad_file(tmp_path, caplog):
         sf.write(paths[-1], (0.3 * np.sin(2 * np.pi * (120 + 40 * k) * t)).astype(np.float32), 16_000)
     missing = tmp_path / "missing.wav"
     with caplog.at_level(logging.WARNING):
-        result = embed_files(model, [paths[0], missing, *paths[1:]], batch_size=2, progress=False)
+        result = Inference(model).embed_files([paths[0], missing, *paths[1:]], batch_size=2, progress=False)
     assert result.paths == [str(p) for p in paths]
     assert result.errors == {str(missing): "file not found"}
     assert str(missing) in caplog.text
-    expected = np.stack([model.embed_utterance(p) for p in paths])
+    expected = np.stack([Inference(model).embed_utterance(p) for p in paths])
     np.testing.assert_allclose(result.embeddings, expected, rtol=1e-4, atol=1e-5)
     mapping = result.as_dict()
     assert list(mapping) == result.paths
     np.testing.assert_array_equal(mapping[str(paths[3])], result.embeddings[3])
-    empty = embed_files(model, [missing], progress=False)
+    empty = Inference(model).embed_files([missing], progress=False)
     assert empty.embeddings.shape == (0, 8) and empty.embeddings.dtype == np.float32 and empty.paths == []
 
 
@@ -157,7 +158,7 @@ def _fake_features(monkeypatch, count):
     reach ``embed_mels`` are recorded in the returned list."""
     rng = np.random.default_rng(6)
     mels = {f"{k}.wav": rng.standard_normal((20, 40)).astype(np.float32) for k in range(count)}
-    monkeypatch.setattr(inference, "scoring_features", lambda encoder, path: mels[str(path)])
+    monkeypatch.setattr(inference.Inference, "features", lambda self, path: mels[str(path)])
     sizes: list[int] = []
     real = inference.embed_mels
 
@@ -169,11 +170,11 @@ def _fake_features(monkeypatch, count):
     return list(mels), sizes
 
 
-@pytest.mark.parametrize("as_method", [False, True])
-def test_embed_files_defaults_are_batches_of_32_and_a_progress_bar(monkeypatch, capsys, as_method):
+@pytest.mark.parametrize("through_api", [False, True])
+def test_embed_files_defaults_are_batches_of_32_and_a_progress_bar(monkeypatch, capsys, through_api):
     model = SpeakerEncoder(ModelConfig(hidden_size=8, proj_size=0, num_layers=1))
     paths, sizes = _fake_features(monkeypatch, 40)
-    run = model.embed_files if as_method else lambda *a, **k: embed_files(model, *a, **k)
+    run = (lambda paths, **k: ge2e.embed_files(paths, model, **k)) if through_api else Inference(model).embed_files
     result = run(paths)
     assert sizes == [32, 8] and result.paths == paths and result.embeddings.shape == (40, 8)
     bar = capsys.readouterr().err
@@ -187,7 +188,7 @@ def test_embed_files_logs_each_skipped_file(tmp_path, caplog):
     model = SpeakerEncoder(ModelConfig(hidden_size=8, proj_size=0, num_layers=1))
     missing = tmp_path / "missing.wav"
     with caplog.at_level(logging.WARNING, logger="ge2e.inference"):
-        embed_files(model, [missing], progress=False)
+        Inference(model).embed_files([missing], progress=False)
     assert [r.getMessage() for r in caplog.records] == [f"skipped {missing}: file not found"]
 
 
@@ -225,16 +226,16 @@ def test_model_fingerprint_follows_weights_and_settings_unless_the_file_gave_one
         same.linear.bias[0] += 1e-3
     prints = {model_fingerprint(m) for m in (a, same, other_audio, other_window)}
     assert len(prints) == 4
-    a.fingerprint = "sha256-of-the-file"
-    assert model_fingerprint(a) == "sha256-of-the-file"
+    assert model_fingerprint(Inference(a)) == model_fingerprint(a)
+    assert model_fingerprint(Inference(a, fingerprint="sha256-of-the-file")) == "sha256-of-the-file"
 
 
 def test_speaker_embedding_of_arrays_uses_their_rate():
     model = SpeakerEncoder(ModelConfig(hidden_size=8, proj_size=0, num_layers=1), audio=AudioConfig(vad=False))
     t = np.arange(8_000) / 8_000
     clips = [(0.3 * np.sin(2 * np.pi * f * t)).astype(np.float32) for f in (150, 210)]
-    got = model.embed_speaker(clips, sr=8_000)
-    expected = average_embeddings([model.embed_utterance(c, sr=8_000) for c in clips])
+    got = Inference(model).embed_speaker(clips, sr=8_000)
+    expected = average_embeddings([Inference(model).embed_utterance(c, sr=8_000) for c in clips])
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -377,7 +378,7 @@ def test_inference_input_errors_and_single_items():
 
 
 def test_scoring_features_errors_use_the_given_name():
-    model = SpeakerEncoder(ModelConfig(hidden_size=8, proj_size=0, num_layers=1))
+    model = Inference(SpeakerEncoder(ModelConfig(hidden_size=8, proj_size=0, num_layers=1)))
     with pytest.raises(AudioError, match=r"^clip-7: ") as err:
-        inference.scoring_features(model, np.zeros(16_000, dtype=np.float32), 16_000, name="clip-7")
+        model.features(np.zeros(16_000, dtype=np.float32), 16_000, name="clip-7")
     assert err.value.path == "clip-7"

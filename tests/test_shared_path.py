@@ -46,8 +46,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     record = json.loads(bundled_model_path().with_suffix(".json").read_text())
     (root / "model.json").write_text(json.dumps({**record, "model_sha256": None}))
     model = load_model(pt)
-    export(model, root / "model.onnx", "onnx")
-    export(model, root / "model.ts", "torchscript")
+    export(model.encoder, root / "model.onnx", "onnx", calibration=model.calibration)
+    export(model.encoder, root / "model.ts", "torchscript", calibration=model.calibration)
     return {"pt": pt, "onnx": root / "model.onnx", "ts": root / "model.ts"}
 
 

@@ -33,7 +33,7 @@ from tune import GROUPS, OUT, cache_name, embed_set, ensure_set, set_id
 from ge2e.diarization import load_encoder
 from ge2e.diarization.search import find_regions, score_segments
 from ge2e.files import atomic_write
-from ge2e.inference import embed_speaker, model_fingerprint
+from ge2e.inference import model_fingerprint
 from ge2e.pretrained import bundled_model_path, file_sha256, read_tuning, tuning_path
 
 ENROLL_FILES = 10
@@ -98,7 +98,7 @@ def score_pairs(model, split: str, per_count: int, seed: int) -> list[dict]:
     for uri, speaker, paths in enrollments(manifest, split_files(data_root(), split, seed), seed):
         speech, _ = speeches[uri]
         reference = raster([s for s in refs[uri] if s.speaker == speaker], speech.duration_s)
-        segments = score_segments(speech, embed_speaker(model, paths))
+        segments = score_segments(speech, model.embed_speaker(paths))
         speakers = len({s.speaker for s in refs[uri]})
         pairs.append({"uri": uri, "speaker": speaker, "speakers": speakers, "segments": segments, "ref": reference})
     print(f"{split}: {len(pairs)} (conversation, speaker) pairs from {len(refs)} conversations", flush=True)

@@ -13,8 +13,9 @@ import typing as _typing
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it
+# public name -> module that defines it; the names beyond __all__ stay reachable as attributes for existing code
 _EXPORTS = {
+    "Inference": "ge2e.inference",
     "load_model": "ge2e.api",
     "verify": "ge2e.api",
     "identify": "ge2e.api",
@@ -31,12 +32,8 @@ _EXPORTS = {
     "TE2ELoss": "ge2e.loss",
 }
 
+# the tasks and the model: what README and docs/usage.md use (the loss and encoder classes live in their modules)
 __all__ = [
-    "GE2ELoss",
-    "SpeakerEncoder",
-    "TE2ELoss",
-    "VerificationResult",
-    "__version__",
     "embed_files",
     "embed_speaker",
     "embed_utterance",
@@ -44,13 +41,14 @@ __all__ = [
     "identify",
     "load_model",
     "score_pairs",
-    "search",
     "verify",
 ]
 
 if _typing.TYPE_CHECKING:
     from ge2e.api import (
-        VerificationResult,
+        VerificationResult as VerificationResult,
+    )
+    from ge2e.api import (
         embed_files,
         embed_speaker,
         embed_utterance,
@@ -60,9 +58,11 @@ if _typing.TYPE_CHECKING:
         score_pairs,
         verify,
     )
-    from ge2e.diarization.search import search
-    from ge2e.loss import GE2ELoss, TE2ELoss
-    from ge2e.model import SpeakerEncoder
+    from ge2e.diarization.search import search as search
+    from ge2e.inference import Inference as Inference
+    from ge2e.loss import GE2ELoss as GE2ELoss
+    from ge2e.loss import TE2ELoss as TE2ELoss
+    from ge2e.model import SpeakerEncoder as SpeakerEncoder
 
 
 def __getattr__(name: str) -> object:

@@ -1,6 +1,5 @@
-"""The user-facing API: load the bundled model, embed utterances and speakers, verify and identify.
-
-A thin layer over :mod:`ge2e.pretrained` (loading) and :mod:`ge2e.inference` (embedding)::
+"""The user-facing tasks: verify, identify, score pairs; the embed_* functions are thin calls into
+:class:`ge2e.inference.Inference` with the bundled model (or ``model=``), which owns them::
 
     import ge2e
     result = ge2e.verify(["alice_1.wav", "alice_2.wav"], "unknown.wav")
@@ -21,9 +20,8 @@ from typing import Literal, overload
 
 import numpy as np
 
-from ge2e import inference
 from ge2e.errors import Ge2eError
-from ge2e.inference import EmbeddedFiles, Encoder, Item, average_embeddings
+from ge2e.inference import EmbeddedFiles, Encoder, Inference, Item, as_inference, average_embeddings, is_short
 from ge2e.pretrained import (
     BUNDLED_MODEL,
     bundled_model_path,
@@ -86,75 +84,61 @@ class Match:
 # --------------------------------------------------------------------------------------------------- embedding
 
 
-def embed_utterances(
-    items: Item | Sequence[Item], model: Encoder | None = None, sr: int | None = None, batch_size: int = 32
-) -> np.ndarray:
-    """d-vectors of several utterances (paths or in-memory waveforms), ``batch_size`` at a time with windows
-    batched across them: ``U`` items -> ``(U, D)`` float32, unit rows.
+def _inference(model: Inference | Encoder | None) -> Inference:
+    """``model`` as an Inference (:func:`~ge2e.inference.as_inference`), the bundled one by default."""
+    return load_model() if model is None else as_inference(model)
 
-    Raises:
-        AudioError: an item cannot be used (missing, corrupt, silent, no speech); the line names the file.
-    """
-    return inference.embed_utterances(model or load_model(), items, sr, batch_size)
+
+def embed_utterances(
+    items: Item | Sequence[Item], model: Inference | Encoder | None = None, sr: int | None = None, batch_size: int = 32
+) -> np.ndarray:
+    """:meth:`Inference.embed_utterances <ge2e.inference.Inference.embed_utterances>`: ``U`` items ->
+    ``(U, D)`` float32, unit rows, ``batch_size`` at a time with windows batched across them."""
+    return _inference(model).embed_utterances(items, sr, batch_size)
 
 
 @overload
 def embed_utterance(
-    item: Item, model: Encoder | None = None, sr: int | None = None, return_partials: Literal[False] = False
+    item: Item, model: Inference | Encoder | None = None, sr: int | None = None, return_partials: Literal[False] = False
 ) -> np.ndarray: ...
 @overload
 def embed_utterance(
-    item: Item, model: Encoder | None = None, sr: int | None = None, *, return_partials: Literal[True]
+    item: Item, model: Inference | Encoder | None = None, sr: int | None = None, *, return_partials: Literal[True]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 def embed_utterance(
-    item: Item, model: Encoder | None = None, sr: int | None = None, return_partials: bool = False
+    item: Item, model: Inference | Encoder | None = None, sr: int | None = None, return_partials: bool = False
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """d-vector ``(D,)`` float32, unit norm, of one utterance (path, bytes, array with ``sr``, or ``(array, sr)``).
-
-    With ``return_partials`` (as in Resemblyzer): ``(embedding (D,), partials (W, D), spans (W, 2))``, the d-vector
-    of each 1.6 s window of speech and its start and end second in the input (see
-    :func:`ge2e.inference.embed_partials`); ``embedding`` is their normalised average.
-    """
-    if return_partials:
-        found = inference.embed_partials(model or load_model(), item, sr)
-        return found.embedding, found.partials, found.spans
-    return embed_utterances([item], model, sr)[0]
+    """:meth:`Inference.embed_utterance <ge2e.inference.Inference.embed_utterance>`: d-vector ``(D,)``, or with
+    ``return_partials`` ``(embedding, partials (W, D), spans (W, 2))``."""
+    return _inference(model).embed_utterance(item, sr, return_partials)
 
 
-def embed_speaker(items: Item | Sequence[Item], model: Encoder | None = None, sr: int | None = None) -> np.ndarray:
-    """Speaker embedding from enrollment utterances -> ``(D,)`` float32, unit norm.
-
-    The paper's enrollment (Sec. 2.1, Sec. 4): the L2-normalised utterance d-vectors are averaged, and the
-    average is normalised again (the speaker's centroid on the unit sphere).
-    """
-    return inference.embed_speaker(model or load_model(), items, sr)
+def embed_speaker(
+    items: Item | Sequence[Item], model: Inference | Encoder | None = None, sr: int | None = None
+) -> np.ndarray:
+    """:meth:`Inference.embed_speaker <ge2e.inference.Inference.embed_speaker>`: the paper's enrollment (Sec. 2.1,
+    Sec. 4), the re-normalised mean of the unit utterance d-vectors -> ``(D,)`` float32."""
+    return _inference(model).embed_speaker(items, sr)
 
 
 def embed_files(
-    paths: Sequence[str | Path],
-    model: Encoder | None = None,
-    batch_size: int = 32,
-    progress: bool = True,
+    paths: Sequence[str | Path], model: Inference | Encoder | None = None, batch_size: int = 32, progress: bool = True
 ) -> EmbeddedFiles:
-    """d-vectors of many files, ``batch_size`` utterances at a time, with a progress bar.
-
-    Files that cannot be used are skipped and listed with their reason in ``result.errors``; see
-    :func:`ge2e.inference.embed_files`. ``result.embeddings`` is ``(U, D)`` for the ``U`` files in
-    ``result.paths``.
-    """
-    return inference.embed_files(model or load_model(), paths, batch_size=batch_size, progress=progress)
+    """:meth:`Inference.embed_files <ge2e.inference.Inference.embed_files>`: many files, bad ones skipped and
+    listed in ``result.errors``, with a progress bar."""
+    return _inference(model).embed_files(paths, batch_size=batch_size, progress=progress)
 
 
 # --------------------------------------------------------------------------------------------------- decisions
 
 
-def _embed_test(item: Item, model: Encoder, sr: int | None) -> tuple[np.ndarray, float]:
+def _embed_test(item: Item, model: Inference, sr: int | None) -> tuple[np.ndarray, float]:
     """d-vector ``(D,)`` of the utterance to decide on, and its seconds of speech."""
-    vectors, seconds = inference.embed_with_speech(model, [item], sr)
+    vectors, seconds = model.embed_with_speech([item], sr)
     return vectors[0], float(seconds[0])
 
 
-def _enrolled(value: Item | Sequence[Item] | np.ndarray, model: Encoder, sr: int | None, name: str) -> np.ndarray:
+def _enrolled(value: Item | Sequence[Item] | np.ndarray, model: Inference, sr: int | None, name: str) -> np.ndarray:
     """A speaker's ``(D,)`` embedding from its enrollment utterance(s), or the precomputed one it is given."""
     if isinstance(value, np.ndarray) and value.ndim == 1 and value.shape[0] == model.embedding_size:
         return average_embeddings(value[None])
@@ -162,13 +146,13 @@ def _enrolled(value: Item | Sequence[Item] | np.ndarray, model: Encoder, sr: int
         raise Ge2eError(
             f"{name}: an array must be a ({model.embedding_size},) embedding; wrap a waveform as [(wav, sr)]"
         )
-    return embed_speaker(value, model, sr)
+    return model.embed_speaker(value, sr)
 
 
 def verify(
     enroll_items: Item | Sequence[Item] | np.ndarray,
     test_item: Item,
-    model: Encoder | None = None,
+    model: Inference | Encoder | None = None,
     threshold: float | None = None,
     sr: int | None = None,
 ) -> VerificationResult:
@@ -189,7 +173,7 @@ def verify(
     Raises:
         AudioError: an utterance cannot be used (the line names it); Ge2eError: no threshold available.
     """
-    model = model or load_model()
+    model = _inference(model)
     threshold = default_threshold(model) if threshold is None else float(threshold)
     enrolled = _enrolled(enroll_items, model, sr, "the enrollment")
     test, seconds = _embed_test(test_item, model, sr)
@@ -199,14 +183,14 @@ def verify(
         same_speaker=score >= threshold,
         threshold=threshold,
         speech_seconds=seconds,
-        short=inference.is_short(seconds),
+        short=is_short(seconds),
     )
 
 
 def identify(
     test_item: Item,
     speakers: Mapping[str, Item | Sequence[Item] | np.ndarray],
-    model: Encoder | None = None,
+    model: Inference | Encoder | None = None,
     sr: int | None = None,
 ) -> list[Match]:
     """Rank enrolled speakers by their cosine score against ``test_item``, best first.
@@ -225,9 +209,9 @@ def identify(
     """
     if not speakers:
         raise Ge2eError("identify needs at least one enrolled speaker")
-    model = model or load_model()
+    model = _inference(model)
     test, seconds = _embed_test(test_item, model, sr)
-    short = inference.is_short(seconds)
+    short = is_short(seconds)
     matches = []
     for name, value in speakers.items():
         enrolled = _enrolled(value, model, sr, f"speaker {name!r}")
@@ -236,7 +220,10 @@ def identify(
 
 
 def score_pairs(
-    pairs: Sequence[tuple[Item, Item]], model: Encoder | None = None, sr: int | None = None, batch_size: int = 32
+    pairs: Sequence[tuple[Item, Item]],
+    model: Inference | Encoder | None = None,
+    sr: int | None = None,
+    batch_size: int = 32,
 ) -> np.ndarray:
     """Cosine scores ``(N,)`` of ``N`` (enroll, test) pairs of utterances, as SpeechBrain's ``verify_files``
     over a trial list: each distinct item is embedded once (paths by name, in-memory items by identity),
@@ -247,7 +234,7 @@ def score_pairs(
     """
     if not pairs:
         raise Ge2eError("score_pairs needs at least one (enroll, test) pair")
-    model = model or load_model()
+    model = _inference(model)
     row_of: dict[object, int] = {}
     items: list[Item] = []
     for pair in pairs:
@@ -256,7 +243,7 @@ def score_pairs(
             if key not in row_of:
                 row_of[key] = len(items)
                 items.append(item)
-    vectors = embed_utterances(items, model, sr, batch_size)
+    vectors = model.embed_utterances(items, sr, batch_size)
 
     def row(item: Item) -> np.ndarray:
         return vectors[row_of[str(item) if isinstance(item, str | Path) else id(item)]]

@@ -32,7 +32,7 @@ from ge2e.data.cache import FeatureCache
 from ge2e.data.readers import Utterance
 from ge2e.errors import Ge2eError
 from ge2e.files import atomic_write
-from ge2e.inference import Encoder, average_embeddings, embed_files, embed_mels
+from ge2e.inference import Encoder, as_inference, average_embeddings, embed_mels
 from ge2e.inference import model_fingerprint as model_fingerprint  # the stores' key; recipes import it from here
 from ge2e.metrics import det_curve, eer, min_dcf
 from ge2e.scoring import as_norm, cosine_scores, read_trials, s_norm
@@ -136,7 +136,7 @@ def embed_paths(
     """Embed every path not yet in ``store`` (each once); returns ``{path: problem}`` for the files that failed.
 
     Paths must be absolute strings (the store's keys). Files found in ``features`` are embedded from their
-    cached frames; the others go through the audio front end (:func:`ge2e.inference.embed_files`).
+    cached frames; the others go through the audio front end (:meth:`ge2e.inference.Inference.embed_files`).
     """
     todo = [p for p in dict.fromkeys(paths) if p not in store]
     store.reused += len(dict.fromkeys(paths)) - len(todo)
@@ -148,7 +148,7 @@ def embed_paths(
     rest = [p for p in todo if features is None or p not in features]
     if not rest:
         return {}
-    result = embed_files(model, rest, progress=progress)
+    result = as_inference(model).embed_files(rest, progress=progress)
     store.vectors.update(result.as_dict())
     return result.errors
 

@@ -4,8 +4,8 @@ Every exported file maps ``(B, T, n_mels)`` log-mel frames (B and T dynamic) to 
 d-vectors, exactly like :meth:`ge2e.model.SpeakerEncoder.forward`, and carries the model, audio and inference
 configs as JSON metadata (ONNX ``metadata_props`` / a TorchScript extra file), so the loaded encoder runs the
 same front end and sliding windows, and the model's calibration record, so the decisions keep their threshold.
-:func:`load_exported` returns an :class:`ge2e.inference.Encoder` like :class:`SpeakerEncoder`; load it with
-:func:`ge2e.load_model` (or ``--model x.onnx`` on any command)::
+:func:`load_exported` returns a plain frames -> d-vector encoder like :class:`SpeakerEncoder`; load it with
+:func:`ge2e.load_model` (or ``--model x.onnx`` on any command), which wraps it in an Inference::
 
     ge2e export --format onnx model.pt model.onnx
     enc = ge2e.load_model("model.onnx")         # needs onnxruntime: pip install 'ge2e[export]'
@@ -35,7 +35,6 @@ from torch import nn
 from ge2e.config import AudioConfig, InferenceConfig, ModelConfig
 from ge2e.errors import CheckpointError, Ge2eError
 from ge2e.files import atomic_write_path
-from ge2e.inference import EmbedMethods
 from ge2e.model import SpeakerEncoder, last_frame_dvector
 
 Format = Literal["onnx", "torchscript"]
@@ -48,11 +47,11 @@ INPUT_NAME, OUTPUT_NAME = "frames", "embeddings"
 PARITY_COSINE = 0.9999  # an exported float32 encoder must reproduce PyTorch's d-vectors at least this closely
 
 
-class InferenceEncoder(nn.Module, EmbedMethods):
+class InferenceEncoder(nn.Module):
     """The inference-only form of a :class:`SpeakerEncoder`: LSTM, optional linear head, L2 normalisation.
 
-    It is a :class:`ge2e.inference.Encoder`, so folded, quantised or traced encoders run through the usual
-    inference path.
+    A plain ``(B, T, n_mels) -> (B, D)`` module, so folded, quantised or traced encoders run through the usual
+    inference path (:class:`ge2e.inference.Inference`).
 
     Args:
         lstm: batch-first LSTM, with or without projection.
@@ -71,8 +70,6 @@ class InferenceEncoder(nn.Module, EmbedMethods):
         super().__init__()
         self.lstm, self.head = lstm, head
         self.config, self.audio, self.inference = config, audio, inference
-        self.calibration: dict[str, Any] | None = None
-        self.fingerprint: str | None = None
         # int8 layers keep packed weights, not parameters, so the device is read from this empty one
         self.device_anchor = nn.Parameter(torch.empty(0), requires_grad=False)
 
@@ -147,7 +144,7 @@ class ExportReport:
     size_bytes: int
 
 
-def _metadata(model: SpeakerEncoder, int8: bool) -> str:
+def _metadata(model: SpeakerEncoder, int8: bool, calibration: dict[str, Any] | None) -> str:
     return json.dumps(
         {
             "format": EXPORT_FORMAT,
@@ -157,7 +154,7 @@ def _metadata(model: SpeakerEncoder, int8: bool) -> str:
             "inference": dataclasses.asdict(model.inference),
             "int8": int8,
             # loading restores it, so an exported model decides with its source's threshold
-            "calibration": getattr(model, "calibration", None),
+            "calibration": calibration,
             "input": INPUT_NAME,
             "output": OUTPUT_NAME,
         }
@@ -181,7 +178,7 @@ class _DropMessage(logging.Filter):
         return self.text not in record.getMessage()
 
 
-def _write_onnx(model: SpeakerEncoder, tmp: Path, int8: bool, opset: int) -> None:
+def _write_onnx(model: SpeakerEncoder, tmp: Path, int8: bool, opset: int, calibration: dict | None) -> None:
     try:
         import onnx
     except ImportError:
@@ -216,7 +213,7 @@ def _write_onnx(model: SpeakerEncoder, tmp: Path, int8: bool, opset: int) -> Non
             logging.getLogger().removeFilter(mute)
             fp32.unlink(missing_ok=True)
     proto = onnx.load(str(tmp))
-    _set_onnx_metadata(proto, _metadata(model, int8))
+    _set_onnx_metadata(proto, _metadata(model, int8, calibration))
     onnx.save(proto, str(tmp))
 
 
@@ -235,7 +232,7 @@ def _save_torchscript(module: Any, tmp: Path, text: str) -> None:
         torch.jit.save(module, str(tmp), _extra_files={f"{METADATA_KEY}.json": text})
 
 
-def _write_torchscript(model: SpeakerEncoder, tmp: Path, int8: bool) -> None:
+def _write_torchscript(model: SpeakerEncoder, tmp: Path, int8: bool, calibration: dict | None) -> None:
     # float32 keeps the projected LSTM (faster than its folded form); int8 needs the folded one
     module = quantize_int8(model) if int8 else InferenceEncoder(
         model.lstm, model.linear, model.config, model.audio, model.inference
@@ -243,11 +240,16 @@ def _write_torchscript(model: SpeakerEncoder, tmp: Path, int8: bool) -> None:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # torch.jit is deprecated
         traced = torch.jit.trace(module, _probe(model), check_trace=False)
-    _save_torchscript(traced, tmp, _metadata(model, int8))
+    _save_torchscript(traced, tmp, _metadata(model, int8, calibration))
 
 
 def export(
-    model: SpeakerEncoder, path: str | Path, fmt: Format = "onnx", int8: bool = False, opset: int = ONNX_OPSET
+    model: SpeakerEncoder,
+    path: str | Path,
+    fmt: Format = "onnx",
+    int8: bool = False,
+    opset: int = ONNX_OPSET,
+    calibration: dict[str, Any] | None = None,
 ) -> ExportReport:
     """Write ``model`` as an ONNX or TorchScript encoder, atomically, and check it against PyTorch.
 
@@ -258,6 +260,7 @@ def export(
         int8: dynamic int8 quantisation of the LSTM and linear weights (onnxruntime's for ONNX, PyTorch's for
             TorchScript).
         opset: ONNX opset version (>= 14).
+        calibration: the model's calibration record, stored in the file (``Inference.calibration``).
 
     Returns:
         An :class:`ExportReport`, with the lowest cosine between the file's and PyTorch's d-vectors on a fixed
@@ -270,9 +273,9 @@ def export(
     path = Path(path)
     model = copy.deepcopy(model).cpu().eval()
     if fmt == "onnx":
-        atomic_write_path(path, lambda tmp: _write_onnx(model, tmp, int8, opset))
+        atomic_write_path(path, lambda tmp: _write_onnx(model, tmp, int8, opset, calibration))
     else:
-        atomic_write_path(path, lambda tmp: _write_torchscript(model, tmp, int8))
+        atomic_write_path(path, lambda tmp: _write_torchscript(model, tmp, int8, calibration))
     probe = _probe(model)
     with torch.inference_mode():
         expected = model(probe)
@@ -284,13 +287,13 @@ def export(
 # ---------------------------------------------------------------------------------------------------- loading
 
 
-class ExportedEncoder(EmbedMethods, abc.ABC):
-    """An exported encoder file: a :class:`ge2e.inference.Encoder`, used like :class:`SpeakerEncoder`.
+class ExportedEncoder(abc.ABC):
+    """An exported encoder file: a plain frames -> d-vector encoder like :class:`SpeakerEncoder`.
 
     Attributes: ``config``, ``audio``, ``inference``, ``metadata`` (the file's, as read),
-    ``embedded_calibration`` (from the metadata),
-    ``calibration`` and ``fingerprint`` (set by :func:`ge2e.pretrained.load_model`), ``embedding_size``,
-    ``int8``, ``path``. Call it on ``(B, T, n_mels)`` float32 frames to get ``(B, D)`` unit-norm d-vectors.
+    ``embedded_calibration`` (from the metadata; :func:`ge2e.pretrained.load_model` hands it to the Inference),
+    ``embedding_size``, ``int8``, ``path``. Call it on ``(B, T, n_mels)`` float32 frames to get ``(B, D)``
+    unit-norm d-vectors.
     """
 
     def __init__(self, path: Path, metadata: dict[str, Any]) -> None:
@@ -312,8 +315,6 @@ class ExportedEncoder(EmbedMethods, abc.ABC):
             }  # fmt: skip
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(path, f"invalid ge2e metadata ({_first_line(exc)})") from None
-        self.calibration = self.embedded_calibration
-        self.fingerprint: str | None = None
 
     @property
     def embedding_size(self) -> int:

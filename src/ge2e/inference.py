@@ -1,6 +1,8 @@
-"""Audio and frames -> d-vectors, for any :class:`Encoder` (PyTorch, TorchScript or ONNX).
+"""Audio and frames -> d-vectors: :class:`Inference` wraps any frames -> d-vector :class:`Encoder` (the PyTorch
+:class:`~ge2e.model.SpeakerEncoder`, an ONNX session, a TorchScript module) with its front end, windows,
+calibration and fingerprint, and spells every embedding operation once (pyannote's Model / Inference split).
 
-One path: :func:`ge2e.audio.preprocess` turns audio into log-mel frames, :func:`embed_mels` turns frames into
+One path: :func:`ge2e.audio.speech_features` turns audio into log-mel frames, :func:`embed_mels` turns frames into
 d-vectors (160-frame windows with 50% overlap, batched across utterances; the window d-vectors are averaged by
 :func:`normalize_average`, paper Sec. 4), and every entry point (API, CLI, service, diarization, evaluation)
 goes through them. Nothing here knows which kind of encoder it runs.
@@ -8,6 +10,7 @@ goes through them. Nothing here knows which kind of encoder it runs.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -22,7 +25,7 @@ from tqdm import tqdm
 
 from ge2e.audio import speech_features
 from ge2e.config import AudioConfig, InferenceConfig
-from ge2e.decoding import Source, is_array_item
+from ge2e.decoding import DEFAULT_LIMITS, Limits, Source, is_array_item
 from ge2e.errors import AudioError, Ge2eError
 
 logger = logging.getLogger(__name__)
@@ -40,16 +43,13 @@ Item = Source  # one utterance: a path, file bytes, an array (with ``sr``) or an
 class Encoder(Protocol):
     """What every speaker encoder offers: ``(B, T, n_mels)`` log-mel frames in, ``(B, D)`` unit d-vectors out.
 
-    ``audio`` is the front end the frames must come from, ``inference`` the sliding windows, ``calibration``
-    the decision-threshold record (``None`` when uncalibrated) and ``fingerprint`` an id that is equal for two
-    encoders exactly when their d-vectors are comparable (``None`` until known; see :func:`model_fingerprint`).
-    :class:`ge2e.model.SpeakerEncoder` and the exported encoders of :mod:`ge2e.export` satisfy it.
+    ``audio`` is the front end the frames must come from and ``inference`` the sliding windows.
+    :class:`ge2e.model.SpeakerEncoder`, the exported encoders of :mod:`ge2e.export` and :class:`Inference` (which
+    adds calibration, fingerprint and the audio-level operations) satisfy it.
     """
 
     audio: AudioConfig
     inference: InferenceConfig
-    calibration: dict[str, Any] | None
-    fingerprint: str | None
 
     @property
     def embedding_size(self) -> int: ...
@@ -168,16 +168,6 @@ def as_items(items: Item | Sequence[Item]) -> list[Item]:
     return listed
 
 
-def scoring_features(encoder: Encoder, item: Item, sr: int | None = None, name: str | None = None) -> np.ndarray:
-    """``(T, n_mels)`` log-mel frames of one utterance to embed: :func:`ge2e.audio.preprocess` keeping any
-    speech, however short (see :data:`SCORING_MIN_SPEECH_MS`).
-
-    Raises:
-        AudioError: the item cannot be used (missing, corrupt, silent, no speech); the line names it.
-    """
-    return speech_features(item, sr, encoder.audio, name=name, min_speech_ms=SCORING_MIN_SPEECH_MS)[0]
-
-
 def speech_seconds(mel: np.ndarray | torch.Tensor, cfg: AudioConfig) -> float:
     """Seconds of speech behind ``(T, n_mels)`` frames (one frame per hop)."""
     return mel.shape[0] * cfg.hop_ms / 1000
@@ -188,70 +178,10 @@ def is_short(seconds: float) -> bool:
     return seconds < SHORT_SPEECH_SECONDS
 
 
-def embed_with_speech(
-    encoder: Encoder, items: Item | Sequence[Item], sr: int | None = None, batch_size: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`embed_utterances` and the seconds of speech behind each d-vector: ``((U, D), (U,))``."""
-    listed = as_items(items)
-    step = len(listed) if batch_size is None else batch_size
-    if step < 1:
-        raise Ge2eError(f"batch_size must be >= 1, got {batch_size}")
-    vectors, seconds = [], []
-    # features of one batch at a time: a long list of in-memory recordings never holds all their frames at once
-    for lo in range(0, len(listed), step):
-        mels = [scoring_features(encoder, item, sr) for item in listed[lo : lo + step]]
-        seconds.extend(speech_seconds(mel, encoder.audio) for mel in mels)
-        vectors.append(embed_mels(encoder, mels).numpy())
-    return np.concatenate(vectors), np.array(seconds)
-
-
-def embed_utterances(
-    encoder: Encoder, items: Item | Sequence[Item], sr: int | None = None, batch_size: int | None = None
-) -> np.ndarray:
-    """d-vectors of utterances (paths, bytes, arrays with ``sr``, ``(array, sr)``) -> ``(U, D)`` float32,
-    ``batch_size`` utterances at a time (default: all at once).
-
-    Raises:
-        AudioError: an item cannot be used (missing, corrupt, silent, no speech); the line names it.
-    """
-    return embed_with_speech(encoder, items, sr, batch_size)[0]
-
-
-@dataclass(frozen=True)
-class Partials:
-    """One utterance's d-vector with the window d-vectors it averages (Resemblyzer's ``return_partials``)."""
-
-    embedding: np.ndarray  # (D,) the utterance d-vector
-    partials: np.ndarray  # (W, D) unit d-vector of each window
-    spans: np.ndarray  # (W, 2) start and end second of each window in the input audio
-
-
-def embed_partials(encoder: Encoder, item: Item, sr: int | None = None) -> Partials:
-    """The utterance d-vector of ``item`` and its windows' d-vectors with their time spans.
-
-    Windows cover speech only (the VAD's silence is cut before framing), so a span that straddles a pause is
-    longer than the window's 1.6 s of speech; spans are seconds in the input audio.
-    """
-    mel, positions = speech_features(item, sr, encoder.audio, min_speech_ms=SCORING_MIN_SPEECH_MS)
-    cfg, audio = encoder.inference, encoder.audio
-    starts = np.asarray(window_starts(mel.shape[0], cfg))
-    size = min(mel.shape[0], cfg.window_frames)
-    vectors = F.normalize(embed_frames(encoder, windows(torch.from_numpy(mel), cfg)), dim=-1)
-    first = positions[starts * audio.hop_length]
-    last = positions[np.minimum((starts + size - 1) * audio.hop_length + audio.win_length, len(positions)) - 1]
-    spans = np.stack([first, last + 1], axis=1) / audio.sample_rate
-    return Partials(normalize_average(vectors).numpy(), vectors.numpy(), spans)
-
-
-def embed_speaker(encoder: Encoder, items: Item | Sequence[Item], sr: int | None = None) -> np.ndarray:
-    """Speaker embedding ``(D,)`` from enrollment utterances: their d-vectors through :func:`normalize_average`
-    (the paper's enrollment, Sec. 2.1 and 4: the speaker's centroid on the unit sphere)."""
-    return average_embeddings(embed_utterances(encoder, items, sr))
-
-
 @dataclass
 class EmbeddedFiles:
-    """Result of :func:`embed_files`: ``(U, D)`` d-vectors of the files that worked, and why the others failed."""
+    """Result of :meth:`Inference.embed_files`: ``(U, D)`` d-vectors of the files that worked, and why the others
+    failed."""
 
     paths: list[str]
     embeddings: np.ndarray
@@ -261,44 +191,16 @@ class EmbeddedFiles:
         return dict(zip(self.paths, self.embeddings, strict=True))
 
 
-def embed_files(
-    encoder: Encoder, paths: Sequence[str | Path], batch_size: int = 32, progress: bool = True
-) -> EmbeddedFiles:
-    """d-vectors of many audio files, ``batch_size`` utterances at a time with windows batched across them.
-
-    A file that cannot be used (missing, corrupt, silent, no speech, ...) is skipped, logged, and listed in
-    ``errors`` with its one-line reason; the others are still embedded, however short their speech.
-    """
-    kept: list[str] = []
-    chunks: list[torch.Tensor] = []
-    errors: dict[str, str] = {}
-    pending: list[np.ndarray] = []
-    for path in tqdm(paths, desc="embed", unit="file", disable=not progress, dynamic_ncols=True):
-        try:
-            pending.append(scoring_features(encoder, path))
-            kept.append(str(path))
-        except AudioError as exc:
-            errors[str(path)] = exc.problem
-            logger.warning("skipped %s", exc)
-        if len(pending) == batch_size:
-            chunks.append(embed_mels(encoder, pending))
-            pending = []
-    if pending:
-        chunks.append(embed_mels(encoder, pending))
-    dim = encoder.embedding_size
-    embeddings = torch.cat(chunks).numpy() if chunks else np.zeros((0, dim), dtype=np.float32)
-    return EmbeddedFiles(kept, embeddings, errors)
-
-
-# ---------------------------------------------------------------------------------------------- identity
-
-
 def model_fingerprint(encoder: Encoder) -> str:
-    """The one id of an encoder's d-vectors: ``encoder.fingerprint`` (the SHA-256 of the model file, set by
-    :func:`ge2e.pretrained.load_model`), else a SHA-256 of the weights and settings of an in-memory model.
-    Embedding stores and calibration records are tied to it."""
-    if getattr(encoder, "fingerprint", None):
-        return str(encoder.fingerprint)
+    """The one id of an encoder's d-vectors: its ``fingerprint`` (an :class:`Inference` from
+    :func:`ge2e.pretrained.load_model`: the SHA-256 of the model file), else a SHA-256 of the weights and settings
+    of an in-memory model. Embedding stores and calibration records are tied to it."""
+    if isinstance(encoder, Inference):
+        return encoder.fingerprint
+    return _hash_weights(encoder)
+
+
+def _hash_weights(encoder: Encoder) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(encoder.state_dict().items()):  # type: ignore[attr-defined]
         digest.update(name.encode())
@@ -307,25 +209,168 @@ def model_fingerprint(encoder: Encoder) -> str:
     return digest.hexdigest()
 
 
-class EmbedMethods:
-    """The embedding functions of this module as methods (``model.embed_utterance(path)``), for any encoder."""
+def as_inference(model: Encoder) -> Inference:
+    """``model`` itself when it is an :class:`Inference`, else a bare encoder (a freshly trained one) wrapped."""
+    return model if isinstance(model, Inference) else Inference(model)
 
-    def embed_frames(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """``(B, T, n_mels)`` frames -> ``(B, D)`` d-vectors (see :func:`embed_frames`)."""
-        return embed_frames(self, frames)  # type: ignore[arg-type]
 
-    def embed_mel(self, mel: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Utterance d-vector ``(D,)`` from its ``(T, n_mels)`` log-mel frames (see :func:`embed_mels`)."""
-        return embed_mels(self, [mel])[0].numpy()  # type: ignore[arg-type]
+class Inference:
+    """Audio -> d-vectors with any frames -> d-vector encoder: the front end, windows, calibration and fingerprint.
 
-    def embed_utterance(self, source: Item, sr: int | None = None) -> np.ndarray:
-        """d-vector ``(D,)`` of an audio file, file bytes or waveform (``sr`` required for bare arrays)."""
-        return embed_utterances(self, [source], sr)[0]  # type: ignore[arg-type]
+    :func:`ge2e.load_model` returns one; ``Inference(encoder)`` serves a freshly trained model. The encoder's own
+    attributes (``config``, ``meta``, ``state_dict``, ...) read through, so code written for the encoder keeps
+    working; ``.encoder`` is the module itself (for fine-tuning, export).
+
+    Args:
+        encoder: ``(B, T, n_mels)`` frames -> ``(B, D)`` unit d-vectors, with the ``audio`` and ``inference``
+            configs it was trained with (:class:`Encoder`).
+        calibration: the decision-threshold record (:func:`ge2e.pretrained.default_threshold`), or ``None``.
+        fingerprint: the id of the encoder's d-vectors (the model file's SHA-256); ``None``: hashed from the weights.
+        diarization: the diarization settings tuned for this model, or ``None`` (the untuned defaults).
+        limits: what the decoder accepts (:class:`ge2e.decoding.Limits`; the CLI's ``--max-seconds``).
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        calibration: dict[str, Any] | None = None,
+        fingerprint: str | None = None,
+        diarization: dict[str, Any] | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
+        self.encoder = encoder
+        self.audio: AudioConfig = encoder.audio
+        self.inference: InferenceConfig = encoder.inference
+        self.calibration = calibration
+        self.diarization = diarization
+        self.limits = limits
+        self._fingerprint = fingerprint
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "encoder":  # not yet set (unpickling, copying): no recursion
+            raise AttributeError(name)
+        return getattr(self.encoder, name)
+
+    def __repr__(self) -> str:
+        return f"Inference({self.encoder!r})"
+
+    @property
+    def fingerprint(self) -> str:
+        """The id of this model's d-vectors (:func:`model_fingerprint`)."""
+        if self._fingerprint is None:
+            self._fingerprint = _hash_weights(self.encoder)
+        return self._fingerprint
+
+    @property
+    def embedding_size(self) -> int:
+        return self.encoder.embedding_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.device
+
+    @property
+    def int8(self) -> bool:
+        return bool(getattr(self.encoder, "int8", False))
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.encoder(frames)
+
+    def with_limits(self, limits: Limits) -> Inference:
+        """The same model decoding within other ``limits`` (a copy: a cached model stays as it was)."""
+        other = copy.copy(self)
+        other.limits = limits
+        return other
+
+    def features(self, item: Item, sr: int | None = None, name: str | None = None) -> np.ndarray:
+        """``(T, n_mels)`` log-mel frames of one utterance to embed: the front end keeping any speech, however
+        short (see :data:`SCORING_MIN_SPEECH_MS`).
+
+        Raises:
+            AudioError: the item cannot be used (missing, corrupt, silent, no speech); the line names it.
+        """
+        return self._speech_features(item, sr, name)[0]
+
+    def _speech_features(self, item: Item, sr: int | None, name: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return speech_features(
+            item, sr, self.audio, name=name, min_speech_ms=SCORING_MIN_SPEECH_MS, limits=self.limits
+        )
+
+    def embed_with_speech(
+        self, items: Item | Sequence[Item], sr: int | None = None, batch_size: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`embed_utterances` and the seconds of speech behind each d-vector: ``((U, D), (U,))``."""
+        listed = as_items(items)
+        step = len(listed) if batch_size is None else batch_size
+        if step < 1:
+            raise Ge2eError(f"batch_size must be >= 1, got {batch_size}")
+        vectors, seconds = [], []
+        # features of one batch at a time: a long list of in-memory recordings never holds all their frames at once
+        for lo in range(0, len(listed), step):
+            mels = [self.features(item, sr) for item in listed[lo : lo + step]]
+            seconds.extend(speech_seconds(mel, self.audio) for mel in mels)
+            vectors.append(embed_mels(self, mels).numpy())
+        return np.concatenate(vectors), np.array(seconds)
+
+    def embed_utterances(
+        self, items: Item | Sequence[Item], sr: int | None = None, batch_size: int | None = None
+    ) -> np.ndarray:
+        """d-vectors of utterances (paths, bytes, arrays with ``sr``, ``(array, sr)``) -> ``(U, D)`` float32,
+        ``batch_size`` utterances at a time (default: all at once), windows batched across them.
+
+        Raises:
+            AudioError: an item cannot be used (missing, corrupt, silent, no speech); the line names it.
+        """
+        return self.embed_with_speech(items, sr, batch_size)[0]
+
+    def embed_utterance(
+        self, item: Item, sr: int | None = None, return_partials: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """d-vector ``(D,)`` float32, unit norm, of one utterance (path, bytes, array with ``sr``, ``(array, sr)``).
+
+        With ``return_partials`` (as in Resemblyzer): ``(embedding (D,), partials (W, D), spans (W, 2))``, the
+        d-vector of each window and its start and end second in the input audio; ``embedding`` is their
+        normalised average. Windows cover speech only (the VAD's silence is cut before framing), so a span that
+        straddles a pause is longer than the window's 1.6 s of speech.
+        """
+        if not return_partials:
+            return self.embed_utterances([item], sr)[0]
+        mel, positions = self._speech_features(item, sr)
+        cfg, audio = self.inference, self.audio
+        starts = np.asarray(window_starts(mel.shape[0], cfg))
+        size = min(mel.shape[0], cfg.window_frames)
+        vectors = F.normalize(embed_frames(self, windows(torch.from_numpy(mel), cfg)), dim=-1)
+        first = positions[starts * audio.hop_length]
+        last = positions[np.minimum((starts + size - 1) * audio.hop_length + audio.win_length, len(positions)) - 1]
+        spans = np.stack([first, last + 1], axis=1) / audio.sample_rate
+        return normalize_average(vectors).numpy(), vectors.numpy(), spans
 
     def embed_speaker(self, items: Item | Sequence[Item], sr: int | None = None) -> np.ndarray:
-        """Speaker d-vector ``(D,)`` from enrollment utterances (see :func:`embed_speaker`)."""
-        return embed_speaker(self, items, sr)  # type: ignore[arg-type]
+        """Speaker embedding ``(D,)`` from enrollment utterances: their d-vectors through :func:`normalize_average`
+        (the paper's enrollment, Sec. 2.1 and 4: the speaker's centroid on the unit sphere)."""
+        return average_embeddings(self.embed_utterances(items, sr))
 
     def embed_files(self, paths: Sequence[str | Path], batch_size: int = 32, progress: bool = True) -> EmbeddedFiles:
-        """d-vectors of many files, windows batched across them (see :func:`embed_files`)."""
-        return embed_files(self, paths, batch_size=batch_size, progress=progress)  # type: ignore[arg-type]
+        """d-vectors of many audio files, ``batch_size`` utterances at a time with windows batched across them.
+
+        A file that cannot be used (missing, corrupt, silent, no speech, too long, ...) is skipped, logged, and
+        listed in ``errors`` with its one-line reason; the others are still embedded, however short their speech.
+        """
+        kept: list[str] = []
+        chunks: list[torch.Tensor] = []
+        errors: dict[str, str] = {}
+        pending: list[np.ndarray] = []
+        for path in tqdm(paths, desc="embed", unit="file", disable=not progress, dynamic_ncols=True):
+            try:
+                pending.append(self.features(path))
+                kept.append(str(path))
+            except AudioError as exc:
+                errors[str(path)] = exc.problem
+                logger.warning("skipped %s", exc)
+            if len(pending) == batch_size:
+                chunks.append(embed_mels(self, pending))
+                pending = []
+        if pending:
+            chunks.append(embed_mels(self, pending))
+        embeddings = torch.cat(chunks).numpy() if chunks else np.zeros((0, self.embedding_size), dtype=np.float32)
+        return EmbeddedFiles(kept, embeddings, errors)

@@ -18,7 +18,6 @@ from torch import nn
 from ge2e.config import AudioConfig, InferenceConfig, ModelConfig
 from ge2e.errors import CheckpointError
 from ge2e.files import atomic_write
-from ge2e.inference import EmbedMethods
 
 logger = logging.getLogger(__name__)
 
@@ -47,16 +46,16 @@ def preset(name: str) -> ModelConfig:
     return dataclasses.replace(PRESETS[name])
 
 
-class SpeakerEncoder(nn.Module, EmbedMethods):
-    """LSTM speaker encoder mapping log-mel frames to L2-normalised d-vectors.
+class SpeakerEncoder(nn.Module):
+    """LSTM speaker encoder mapping ``(B, T, n_mels)`` log-mel frames to ``(B, D)`` L2-normalised d-vectors.
 
     Args:
         config: a :class:`ModelConfig` or a preset name.
         audio: the front end the model expects (stored in checkpoints).
         inference: sliding-window settings for whole utterances.
 
-    It satisfies :class:`ge2e.inference.Encoder`; ``calibration`` and ``fingerprint`` are set by
-    :func:`ge2e.pretrained.load_model`.
+    A plain module: whole utterances, files and speakers are embedded by :class:`ge2e.inference.Inference`
+    (``Inference(model)``, or :func:`ge2e.load_model`), which reads ``audio`` and ``inference`` from it.
     """
 
     def __init__(
@@ -76,8 +75,6 @@ class SpeakerEncoder(nn.Module, EmbedMethods):
         # Without a projection, the paper puts a linear layer after the LSTM.
         self.linear = nn.Linear(c.hidden_size, c.hidden_size) if c.proj_size == 0 else None
         self._scale_projection_gradients(c.proj_grad_scale)
-        self.calibration: dict[str, Any] | None = None
-        self.fingerprint: str | None = None
 
     @property
     def embedding_size(self) -> int:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ge2e.errors import Ge2eError
 
 if TYPE_CHECKING:
-    from ge2e.inference import Encoder
+    from ge2e.inference import Inference
 
 MODEL_HELP = (
     "model: a checkpoint (.pt) or an encoder written by `ge2e export` (.onnx, .ts); default: the bundled one, as "
@@ -21,7 +21,17 @@ DEFAULT_THREADS = 1
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
+    from ge2e.decoding import DEFAULT_MAX_SECONDS
+
     p.add_argument("--model", metavar="PATH", help=MODEL_HELP)
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=DEFAULT_MAX_SECONDS,
+        metavar="S",
+        help=f"refuse audio longer than S seconds, from the file header before decoding where it says the length "
+        f"(default {DEFAULT_MAX_SECONDS:g}; docs/usage.md, What audio is accepted)",
+    )
     p.add_argument(
         "--float32",
         action="store_true",
@@ -45,19 +55,22 @@ def set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def open_model(args: argparse.Namespace) -> Encoder:
-    """Set the thread count, then load ``--model`` (or the bundled model, in float32 with ``--float32``)."""
+def open_model(args: argparse.Namespace) -> Inference:
+    """Set the thread count, then load ``--model`` (or the bundled model, in float32 with ``--float32``), decoding
+    within ``--max-seconds``."""
     set_threads(args.threads)
+    from ge2e.decoding import Limits
     from ge2e.pretrained import load_model
 
+    limits = Limits(max_seconds=args.max_seconds)  # checked before loading: a bad value costs no model load
     if args.model is None:
-        return load_model(int8=False if args.float32 else None)
+        return load_model(int8=False if args.float32 else None).with_limits(limits)
     if args.float32:
         raise Ge2eError("--float32 chooses the bundled model's form; a --model file runs as it was saved")
-    return load_model(args.model)
+    return load_model(args.model).with_limits(limits)
 
 
-def threshold_origin_line(model: Encoder, given: float | None) -> str:
+def threshold_origin_line(model: Inference, given: float | None) -> str:
     """What ``verify`` and ``identify`` print about their threshold: ``--threshold``, or the model's calibration
     (which criterion on which data), so that a decision can be read against the data it was tuned on."""
     if given is not None:

@@ -85,10 +85,8 @@ def run(args: argparse.Namespace) -> int:
     folder = check_output(args, args.out)  # first: collecting files already imports torch (seconds)
     files = collect_audio(args.inputs)
     check_free_space(folder, len(files) * NPZ_BYTES_PER_FILE)
-    from ge2e.inference import embed_files
-
     model = open_model(args)
-    result = embed_files(model, files, batch_size=args.batch_size, progress=not args.no_progress)
+    result = model.embed_files(files, batch_size=args.batch_size, progress=not args.no_progress)
     report_skipped(result.errors)
     if not result.paths:
         raise Ge2eError(f"none of the {len(files)} file(s) could be embedded")

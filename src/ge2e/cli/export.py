@@ -34,9 +34,9 @@ def run(args: argparse.Namespace) -> int:
     if args.opset < 14:
         raise Ge2eError(f"--opset {args.opset}: ONNX export needs opset 14 or newer")
     model = load_model(args.model)
-    if not isinstance(model, SpeakerEncoder):
+    if not isinstance(model.encoder, SpeakerEncoder):
         raise Ge2eError(f"{args.model}: already an exported encoder; export its .pt checkpoint")
-    report = export(model, args.out, args.format, args.int8, args.opset)
+    report = export(model.encoder, args.out, args.format, args.int8, args.opset, model.calibration)
     if not args.int8 and report.min_cosine < PARITY_COSINE:
         raise Ge2eError(
             f"{report.path}: exported encoder disagrees with PyTorch (cosine {report.min_cosine:.6f} < {PARITY_COSINE})"

@@ -71,7 +71,6 @@ def read_embeddings(path: str) -> tuple[list[str], np.ndarray]:
 
 def enrolled_speakers(args: argparse.Namespace, model: Encoder) -> dict[str, np.ndarray]:
     from ge2e.cli.embed import collect_audio
-    from ge2e.inference import embed_files
 
     if args.embeddings:
         paths, embeddings = read_embeddings(args.embeddings)
@@ -81,7 +80,7 @@ def enrolled_speakers(args: argparse.Namespace, model: Encoder) -> dict[str, np.
                 f"{model.embedding_size} values; embed the folder with the same --model"
             )
     else:
-        result = embed_files(model, collect_audio([args.enroll]), progress=not args.no_progress)
+        result = model.embed_files(collect_audio([args.enroll]), progress=not args.no_progress)
         report_skipped(result.errors, human_stream(args))
         paths, embeddings = result.paths, result.embeddings
     if not paths:

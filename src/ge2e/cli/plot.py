@@ -151,7 +151,6 @@ def save_heatmap(
 
 def run(args: argparse.Namespace) -> int:
     from ge2e.data.readers import name_speakers, read_corpus
-    from ge2e.inference import embed_files
 
     require_module("matplotlib", MATPLOTLIB_HINT)
     if args.method == "umap":
@@ -167,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
                 kept.append(utt)
         utterances = kept
     speaker_of = {u.path: u.speaker for u in utterances}
-    result = embed_files(open_model(args), [u.path for u in utterances], progress=not args.no_progress)
+    result = open_model(args).embed_files([u.path for u in utterances], progress=not args.no_progress)
     report_skipped(result.errors)
     speakers = [speaker_of[p] for p in result.paths]
     coords = project_2d(result.embeddings, args.method)

@@ -69,14 +69,13 @@ def write_csv(path: str | Path, matrix: np.ndarray, paths: Sequence[str]) -> Non
 def run(args: argparse.Namespace) -> int:
     from ge2e.cli.plot import MAX_TICK_LABELS, save_heatmap
     from ge2e.data.readers import speaker_names
-    from ge2e.inference import embed_files
 
     require_module("matplotlib", MATPLOTLIB_HINT)
     files = collect_audio(args.inputs)
     check_output(args, args.out, image=True)
     if args.csv:
         check_output(args, args.csv)
-    result = embed_files(open_model(args), files, progress=not args.no_progress)
+    result = open_model(args).embed_files(files, progress=not args.no_progress)
     report_skipped(result.errors)
     if len(result.paths) < 2:
         raise Ge2eError(f"need at least 2 usable files, got {len(result.paths)}")

@@ -32,7 +32,7 @@ from ge2e.diarization.pipeline import (
     speech_segments,
 )
 from ge2e.errors import Ge2eError
-from ge2e.inference import Encoder, Item, average_embeddings, embed_speaker
+from ge2e.inference import Encoder, Item, as_inference, average_embeddings
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +144,6 @@ def search(
             raise Ge2eError(f"enroll: an array must be a ({model.embedding_size},) d-vector, got {enroll.shape}")
         speaker = average_embeddings(enroll[None])
     else:
-        speaker = embed_speaker(model, enroll, sr)
+        speaker = as_inference(model).embed_speaker(enroll, sr)
     threshold = search_threshold(model) if threshold is None else float(threshold)
     return search_speech(embed_speech(model, recording, sr, cfg), speaker, threshold, cfg)

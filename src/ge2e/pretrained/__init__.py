@@ -25,7 +25,7 @@ import torch
 
 from ge2e.errors import CheckpointError, Ge2eError
 from ge2e.export import load_exported
-from ge2e.inference import Encoder
+from ge2e.inference import Inference
 from ge2e.model import SpeakerEncoder
 
 logger = logging.getLogger(__name__)
@@ -72,8 +72,8 @@ def file_sha256(path: str | Path) -> str:
 
 def load_model(
     path: str | Path | None = None, device: str | torch.device = "cpu", *, int8: bool | None = None
-) -> Encoder:
-    """Load a speaker encoder, with no network access.
+) -> Inference:
+    """Load a speaker encoder wrapped in its :class:`~ge2e.inference.Inference`, with no network access.
 
     Args:
         path: a checkpoint written by ``ge2e train`` or :meth:`SpeakerEncoder.save` (``.pt``), or an encoder
@@ -85,7 +85,8 @@ def load_model(
             :class:`SpeakerEncoder`, e.g. for fine-tuning); ``True`` or ``False`` choose.
 
     Returns:
-        An :class:`~ge2e.inference.Encoder` (a :class:`SpeakerEncoder` in eval mode for checkpoints). Loaded
+        An :class:`~ge2e.inference.Inference` whose ``encoder`` is a :class:`SpeakerEncoder` in eval mode for
+        checkpoints, an exported encoder otherwise. Loaded
         models are cached per process, keyed by file, modification times (of the file and of its calibration
         file) and device, so repeated calls are free
         and return the same object. ``model.calibration`` holds the calibration record (see
@@ -134,15 +135,15 @@ def is_exported(path: Path) -> bool:
 
 
 @functools.lru_cache(maxsize=8)
-def _load_cached(path: str, mtimes_ns: tuple[int, int], device: str) -> Encoder:
+def _load_cached(path: str, mtimes_ns: tuple[int, int], device: str) -> Inference:
     """Load once per (file, version, device); ``mtimes_ns`` is part of the key so a rewritten file is reloaded."""
     file = Path(path)
-    model: Encoder = load_exported(file) if file.is_file() and is_exported(file) else SpeakerEncoder.load(file, device)
-    model.fingerprint = file_sha256(file)
-    if model.calibration is None:  # an exported file carries its source's; a checkpoint's lies beside it
-        model.calibration = _read_calibration(file, model.fingerprint)
-    model.diarization = read_tuning(file, model.fingerprint)
-    return model
+    exported = file.is_file() and is_exported(file)
+    encoder = load_exported(file) if exported else SpeakerEncoder.load(file, device)
+    fingerprint = file_sha256(file)
+    # an exported file carries its source's calibration; a checkpoint's lies beside it
+    calibration = getattr(encoder, "embedded_calibration", None) or _read_calibration(file, fingerprint)
+    return Inference(encoder, calibration, fingerprint, read_tuning(file, fingerprint))
 
 
 def read_tuning(model_path: str | Path, sha256: str | None = None) -> dict[str, Any] | None:
@@ -180,7 +181,7 @@ def _read_calibration(model_path: Path, sha256: str) -> dict[str, Any] | None:
     return {**record, "threshold": threshold}
 
 
-def default_threshold(model: Encoder) -> float:
+def default_threshold(model: Inference) -> float:
     """The model's calibrated decision threshold (cosine score).
 
     ``ge2e calibrate`` chooses it on development trials (the bundled model's: the equal-error-rate point of the
@@ -199,7 +200,7 @@ def default_threshold(model: Encoder) -> float:
     return float(calibration["threshold"])
 
 
-def threshold_origin(model: Encoder) -> str:
+def threshold_origin(model: Inference) -> str:
     """One line saying what the model's calibrated threshold is: its value, criterion and data."""
     calibration = getattr(model, "calibration", None) or {}
     method = calibration.get("method", "no description stored with it")

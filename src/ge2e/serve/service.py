@@ -15,7 +15,7 @@ from ge2e import __version__
 from ge2e.decoding import Limits, load_audio
 from ge2e.diarization.pipeline import SpeechWindows, embed_speech
 from ge2e.errors import AudioError
-from ge2e.inference import Encoder, embed_mels, is_short, scoring_features, speech_seconds
+from ge2e.inference import Encoder, as_inference, embed_mels, is_short, speech_seconds
 from ge2e.serve.body import read_body
 from ge2e.serve.connections import ConnectionPolicy
 from ge2e.serve.errors import ApiError, audio_error
@@ -75,7 +75,7 @@ class Service:
     """Everything a route needs, built once per app."""
 
     def __init__(self, model: Encoder, store: SpeakerStore, keys: KeyStore, config: ServeConfig, model_id: str) -> None:
-        self.model = model
+        self.model = as_inference(model)
         self.store = store
         self.keys = keys
         self.config = config
@@ -127,7 +127,7 @@ class Service:
             try:
                 # any speech is scored (and flagged short), as in the CLI
                 samples = self._decode(upload, label)
-                mel = scoring_features(self.model, samples, audio.sample_rate, name=label)
+                mel = self.model.features(samples, audio.sample_rate, name=label)
             except AudioError as exc:
                 raise audio_error(exc, label) from None
             dvector = embed_mels(self.model, [mel])[0].numpy()
@@ -144,7 +144,7 @@ class Service:
         audio = self.model.audio
         noise = np.random.default_rng(0).normal(0, 0.1, audio.sample_rate).astype(np.float32)
         with contextlib.suppress(AudioError):
-            embed_mels(self.model, [scoring_features(self.model, noise, audio.sample_rate, name="warm-up")])
+            embed_mels(self.model, [self.model.features(noise, audio.sample_rate, name="warm-up")])
 
     def gauges(self) -> list[tuple[str, str, float, tuple[tuple[str, str], ...]]]:
         speakers, enrollments = self.store.counts()
