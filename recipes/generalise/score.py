@@ -51,7 +51,9 @@ from ge2e.pretrained import load_model
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "benchmarks/results/generalise"
 OOD_LIST = "arabic_speech_commands.dev"
-CACHES = ("cache/all", "cache/ood_eval")  # features of the clean files (recipes/compare/run.sh, stage 1)
+# Features of the clean files (recipes/compare/run.sh, stage 1) and, when prepared, of the stressed ones (stress.py's
+# copies through `ge2e prepare`: the front end once instead of once per model scored)
+CACHES = ("cache/all", "cache/ood_eval", "cache/stress_feats")
 RESAMPLES = 1000
 
 

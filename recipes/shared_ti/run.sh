@@ -152,6 +152,12 @@ if run 9; then
   train "$conf/fork.yaml" "$conf/robust.yaml" --set out_dir=exp/g5_robust init=exp/v6.pt
   python $here/soup.py exp/g5_robust --fork-step 0 --checkpoint best --model exp/v6.pt --out exp/soup7.pt
   python recipes/generalise/stress.py --split dev
+  for copy in cache/stress/dev/*/*; do  # the stressed files' features once, for every model scored below
+    case $(basename "$copy") in DSPSpeech-20) layout=dspspeech ;; speech_commands*) layout=speech_commands ;;
+      *) layout=generic ;; esac
+    ge2e prepare "$copy" --layout $layout --corpus-name "stress_$(basename "$(dirname "$copy")")_$(basename "$copy")" \
+      --out cache/stress_feats --workers 1 --no-progress
+  done
   python recipes/generalise/score.py bundled --name v6
   python recipes/generalise/score.py exp/g5_robust/best.pt --name g5_robust
   python recipes/generalise/score.py exp/soup7.pt --name soup7
