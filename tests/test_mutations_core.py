@@ -377,7 +377,7 @@ def test_inference_input_errors_and_single_items():
     torch.testing.assert_close(grouped[1], normalize_average(vectors[1::2]))
 
 
-def test_scoring_features_errors_use_the_given_name():
+def test_inference_features_errors_use_the_given_name():
     model = Inference(SpeakerEncoder(ModelConfig(hidden_size=8, proj_size=0, num_layers=1)))
     with pytest.raises(AudioError, match=r"^clip-7: ") as err:
         model.features(np.zeros(16_000, dtype=np.float32), 16_000, name="clip-7")

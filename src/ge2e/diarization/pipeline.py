@@ -34,7 +34,7 @@ from ge2e.diarization.clustering import Tuning, cluster, tuned
 from ge2e.diarization.resegment import resegment
 from ge2e.diarization.rttm import Segment
 from ge2e.errors import AudioTooShort, Ge2eError, NoSpeechError
-from ge2e.inference import Encoder, embed_frames, embed_mels, normalize_average, window_starts, windows
+from ge2e.inference import Encoder, Inference, embed_frames, embed_mels, normalize_average, window_starts, windows
 
 logger = logging.getLogger(__name__)
 
@@ -412,7 +412,7 @@ def diarize(
     return diarize_speech(speech, num_speakers, min_speakers, max_speakers, method, cfg, tuned(model))
 
 
-def load_encoder(path: str | Path | None = None, device: str = "cpu") -> Encoder:
+def load_encoder(path: str | Path | None = None, device: str = "cpu") -> Inference:
     """A speaker encoder from a model file (checkpoint or exported), or the bundled model when None."""
     from ge2e.pretrained import load_model
 
