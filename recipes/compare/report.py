@@ -210,6 +210,15 @@ def plot_validation(runs: dict[str, dict[int, dict]], arms: list[str], path: Pat
     tmp.replace(path)
 
 
+def figure(runs: dict[str, dict[int, dict]], arms: list[str], path: Path, title: str) -> str:
+    """The validation plot of ``arms`` and its Markdown, or a line saying there is none yet."""
+    if not any(runs[arm] for arm in arms):
+        path.unlink(missing_ok=True)
+        return "(No run of these arms is recorded yet.)"
+    plot_validation(runs, arms, path, title)
+    return f"![validation EER against CPU time, {title}](img/{path.name})"
+
+
 def setup_lines(runs: dict[str, dict[int, dict]]) -> list[str]:
     out = []
     for conf, arms in (("ti.yaml", TI_ARMS), ("kw_target.yaml", KW_ARMS)):
@@ -218,7 +227,7 @@ def setup_lines(runs: dict[str, dict[int, dict]]) -> list[str]:
         sources = ", ".join(sorted({s for src in d["sources"] for s in src["splits"]}))
         val = ", ".join(s for src in cfg["val"]["sources"] for s in src["splits"])
         out.append(
-            f"- `{conf}` ({', '.join(LABELS[a] for a in arms)}): encoder preset `{cfg['preset']}`, trained on "
+            f"- `{conf}` ({'; '.join(LABELS[a] for a in arms)}): encoder preset `{cfg['preset']}`, trained on "
             f"{sources}; N x M = {d['speakers_per_batch']} x {d['utterances_per_speaker']}, crops of "
             f"{d['min_frames']}-{d['max_frames']} frames; {cfg['optim']['name']} lr {cfg['optim']['lr']}; "
             f"{cfg['cpu_budget_s']:.0f} s of one core's CPU time per run; validation EER on {val} every "
@@ -261,13 +270,13 @@ def build_page(runs: dict[str, dict[int, dict]], img: Path, old: str) -> str:
         "",
         *time_to_te2e(runs),
         "",
-        "![validation EER against CPU time](img/compare_ti_val.png)",
+        figure(runs, TI_ARMS, img / "compare_ti_val.png", "text-independent arms"),
         "",
         "### Text-dependent keywords: MultiReader",
         "",
         *arm_table(runs, KW_ARMS, KW_TESTS),
         "",
-        "![validation EER against CPU time](img/compare_kw_val.png)",
+        figure(runs, KW_ARMS, img / "compare_kw_val.png", f"keyword {TARGET!r}"),
         "",
         "### Did every run learn?",
         "",
@@ -278,8 +287,6 @@ def build_page(runs: dict[str, dict[int, dict]], img: Path, old: str) -> str:
         "## Diarization",
         "",
     ]
-    plot_validation(runs, TI_ARMS, img / "compare_ti_val.png", "text-independent arms")
-    plot_validation(runs, KW_ARMS, img / "compare_kw_val.png", f"keyword {TARGET!r}")
     kept = old[old.index(START) : old.index(END) + len(END)] if START in old and END in old else f"{START}\n{END}"
     return "\n".join(lines) + kept + "\n"
 
