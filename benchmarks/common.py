@@ -64,22 +64,45 @@ def header(title: str, info: dict[str, Any], threads: list[int] | int) -> str:
     )
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+# A machine is quiet enough to time on when its 1-minute load average is at most this many runnable tasks per
+# thread the benchmark uses. Load slows contenders unequally (a baseline that waits on many small calls suffers
+# most), so a ratio measured on a busy machine measures the load as much as the code.
+QUIET_LOAD_PER_THREAD = 0.5
+
+
+def load_average() -> float:
+    """The 1-minute load average, rounded."""
+    return round(os.getloadavg()[0], 2)
+
+
+def quiet(loads: list[float], threads: int) -> bool:
+    """Whether every load average seen during a run was at most ``QUIET_LOAD_PER_THREAD`` per thread in use."""
+    return max(loads) <= QUIET_LOAD_PER_THREAD * threads
+
+
+def interleaved(
+    fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1, loads: list[float] | None = None
+) -> dict[str, list[float]]:
     """Wall seconds of each call, ``repeats`` rounds in which every function runs once, in a rotating order.
 
     Rotating the order keeps a slow first or last slot (cache state, a neighbour's burst) from always falling on
-    the same contender. ``warmup`` rounds run first and are not recorded.
+    the same contender. ``warmup`` rounds run first and are not recorded. ``loads``, when given, receives the
+    1-minute load average before the first round and after each round.
     """
     names = list(fns)
     for _ in range(warmup):
         for name in names:
             fns[name]()
     times: dict[str, list[float]] = {name: [] for name in names}
+    if loads is not None:
+        loads.append(load_average())
     for r in range(repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             start = time.perf_counter()
             fns[name]()
             times[name].append(time.perf_counter() - start)
+        if loads is not None:
+            loads.append(load_average())
     return times
 
 
