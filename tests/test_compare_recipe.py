@@ -141,6 +141,7 @@ def fake_result(rng: np.random.Generator, shift: float) -> dict:
 def test_generalisation_comparison_pairs_trials_and_brackets_the_difference(monkeypatch, tmp_path) -> None:
     import score
 
+    monkeypatch.setattr(score, "RESAMPLES", 200)  # enough to bracket these differences, in a fraction of the time
     rng = np.random.default_rng(0)
     weak, strong = fake_result(rng, 0.5), fake_result(rng, 3.0)
     rows = score.compare(weak, strong)
