@@ -13,6 +13,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -76,8 +77,9 @@ def load_average() -> float:
 
 
 def quiet(loads: list[float], threads: int) -> bool:
-    """Whether every load average seen during a run was at most ``QUIET_LOAD_PER_THREAD`` per thread in use."""
-    return max(loads) <= QUIET_LOAD_PER_THREAD * threads
+    """Whether every load average seen during a run left at most ``QUIET_LOAD_PER_THREAD`` per thread in use to
+    other work: the run's own ``threads`` count in the load (a one-thread run lifts it towards 1.0 by itself)."""
+    return max(loads) <= (1 + QUIET_LOAD_PER_THREAD) * threads
 
 
 def interleaved(
@@ -119,10 +121,13 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def write_result(name: str, data: dict[str, Any]) -> Path:
-    """Write ``results/<name>.json`` atomically (temp file, then rename) and return its path."""
+    """Write ``results/<name>.json`` (or ``name`` itself when it ends in .json) atomically (temp file, then
+    rename) and return its path."""
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    fd, tmp = tempfile.mkstemp(dir=RESULTS, prefix=f".{name}.", suffix=".tmp")
+    path = Path(name) if name.endswith(".json") else RESULTS / f"{name}.json"
+    if not path.parent.is_dir():
+        sys.exit(f"{path}: its folder does not exist")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2)
         f.write("\n")

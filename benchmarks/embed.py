@@ -155,7 +155,7 @@ def main() -> int:
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--breakdown", action="store_true", help="also time each stage of ge2e's path (1 pass)")
-    parser.add_argument("--out", default="embed", help="results/<out>.json")
+    parser.add_argument("--out", default="embed", help="results/<out>.json, or a path ending in .json")
     parser.add_argument(
         "--allow-busy", action="store_true", help="write the results of a busy run too, marked as not quiet"
     )
@@ -177,7 +177,10 @@ def main() -> int:
     print(header(title, info, threads_list))
     print(f"ge2e embed's default: {DEFAULT_THREADS} thread(s); PyTorch's default here: {TORCH_DEFAULT_THREADS}")
     print("throughput = seconds of audio per wall second, median of the repeats (slowest-fastest); higher is better")
-    print(f"a quiet machine: 1-minute load average at most {QUIET_LOAD_PER_THREAD} per thread in use, all along")
+    print(
+        f"a quiet machine: other work takes at most {QUIET_LOAD_PER_THREAD} core per thread in use, all along "
+        f"(the 1-minute load, the run's own threads included, stays at most {1 + QUIET_LOAD_PER_THREAD} per thread)"
+    )
 
     rows, records, busy = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -207,7 +210,7 @@ def main() -> int:
     headers = ["threads", "contender", "interleaved", "vs resemblyzer", "own process", "vs resemblyzer"]
     print(table(headers, rows))
     if busy:
-        print(f"NOT QUIET: the 1-minute load rose above {QUIET_LOAD_PER_THREAD} per thread at {busy} thread(s); "
+        print(f"NOT QUIET: the 1-minute load rose above {1 + QUIET_LOAD_PER_THREAD} per thread at {busy} thread(s); "
               "these ratios measure the load as much as the code", file=sys.stderr)  # fmt: skip
         if not args.allow_busy:
             print("embed.py: results not written (--allow-busy writes them, marked as not quiet)", file=sys.stderr)

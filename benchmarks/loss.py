@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9, help="timed rounds per size (medians are reported)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--inner", type=int, default=1, help="back-to-back calls per timed unit (per-call times)")
-    parser.add_argument("--out", default="loss", help="results/<out>.json")
+    parser.add_argument("--out", default="loss", help="results/<out>.json, or a path ending in .json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

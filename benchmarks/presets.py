@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default="presets", help="results/<out>.json")
+    parser.add_argument("--out", default="presets", help="results/<out>.json, or a path ending in .json")
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # "LSTM with projections is not supported with oneDNN": that is the point
     torch.set_num_threads(args.threads)

@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--lists", nargs="+", default=["LibriSpeech.test", "DSPSpeech-20.test"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", default="quantize", help="results/<out>.json")
+    parser.add_argument("--out", default="quantize", help="results/<out>.json, or a path ending in .json")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     torch.set_num_threads(args.threads)

@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="timed steps per preset (after one warm-up step)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--out", default="train_step", help="results/<out>.json")
+    parser.add_argument("--out", default="train_step", help="results/<out>.json, or a path ending in .json")
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # the paper preset's "LSTM with projections is not supported with oneDNN"
     torch.set_num_threads(args.threads)
