@@ -13,6 +13,11 @@ Resemblyzer's shipped encoder; anything else is a checkpoint or export path), wr
     .venv/bin/python recipes/generalise/score.py bundled --name v6
     .venv/bin/python recipes/generalise/score.py exp/run/best.pt --name candidate
 
+Choices are made on dev. The model card's figures are the same benchmark on the test side: the five test lists,
+``arabic_speech_commands.test`` and the stressed test lists (``stress.py --split test``)::
+
+    .venv/bin/python recipes/generalise/score.py bundled --name v6.test --split test
+
 Compare two scored models trial for trial (95% paired bootstrap over enrolment speakers, as ``augment_ab.py``)::
 
     .venv/bin/python recipes/generalise/score.py --compare v6 candidate
@@ -50,22 +55,22 @@ from ge2e.pretrained import load_model
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "benchmarks/results/generalise"
-OOD_LIST = "arabic_speech_commands.dev"
+OOD_CORPUS = "arabic_speech_commands"
 # Features of the clean files (recipes/compare/run.sh, stage 1) and, when prepared, of the stressed ones (stress.py's
 # copies through `ge2e prepare`: the front end once instead of once per model scored)
 CACHES = ("cache/all", "cache/ood_eval", "cache/stress_feats")
 RESAMPLES = 1000
 
 
-def components() -> dict[str, list[str]]:
+def components(split: str = "dev") -> dict[str, list[str]]:
     """Out-of-domain component -> the trial lists it averages (``<list>.<condition>`` for stressed ones)."""
-    out = {OOD_LIST: [OOD_LIST]}
-    out.update({c: [f"{name}.{c}" for name in LISTS["dev"]] for c in CONDITIONS})
+    out = {f"{OOD_CORPUS}.{split}": [f"{OOD_CORPUS}.{split}"]}
+    out.update({c: [f"{name}.{c}" for name in LISTS[split]] for c in CONDITIONS})
     return out
 
 
-def list_path(name: str, root: Path, stress_dir: Path) -> Path:
-    stressed = stress_dir / "dev" / f"{name}.txt"
+def list_path(name: str, root: Path, stress_dir: Path, split: str = "dev") -> Path:
+    stressed = stress_dir / split / f"{name}.txt"
     return stressed if name.rsplit(".", 1)[-1] in CONDITIONS else root / "trials" / f"{name}.txt"
 
 
@@ -105,13 +110,13 @@ def scorer(spec: str) -> tuple[Callable[[list[EvalTrial]], tuple[Scored, int]], 
     return ours, model_fingerprint(model)
 
 
-def score_model(spec: str, root: Path, stress_dir: Path) -> dict[str, Any]:
+def score_model(spec: str, root: Path, stress_dir: Path, split: str = "dev") -> dict[str, Any]:
     score, fingerprint = scorer(spec)
     speakers = speaker_lookup()
-    names = [*LISTS["dev"], *(n for lists in components().values() for n in lists)]
+    names = [*LISTS[split], *(n for lists in components(split).values() for n in lists)]
     lists = {}
     for name in names:
-        scored, refused = score(list_trials(list_path(name, root, stress_dir), root))
+        scored, refused = score(list_trials(list_path(name, root, stress_dir, split), root))
         lists[name] = {
             "eer": eer(scored.scores, scored.labels)[0],
             "skipped_trials": scored.skipped,
@@ -123,12 +128,12 @@ def score_model(spec: str, root: Path, stress_dir: Path) -> dict[str, Any]:
         }
         print(f"{spec} {name}: EER {100 * lists[name]['eer']:.2f}% ({len(scored.labels)} trials, "
               f"{scored.skipped} skipped)", flush=True)  # fmt: skip
-    return {"model": spec, "fingerprint": fingerprint, "lists": lists, **summary(lists)}
+    return {"model": spec, "fingerprint": fingerprint, "split": split, "lists": lists, **summary(lists, split)}
 
 
-def summary(lists: dict[str, Any]) -> dict[str, Any]:
-    in_domain = {n: lists[n]["eer"] for n in LISTS["dev"]}
-    ood = {c: float(np.mean([lists[n]["eer"] for n in names])) for c, names in components().items()}
+def summary(lists: dict[str, Any], split: str = "dev") -> dict[str, Any]:
+    in_domain = {n: lists[n]["eer"] for n in LISTS[split]}
+    ood = {c: float(np.mean([lists[n]["eer"] for n in names])) for c, names in components(split).items()}
     return {
         "in_domain": in_domain,
         "in_domain_mean": float(np.mean(list(in_domain.values()))),
@@ -151,21 +156,28 @@ def paired(a: dict[str, Any], b: dict[str, Any], name: str, seed: int) -> tuple[
 
 def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     """Differences b - a per in-domain list, per out-of-domain component and for both means, with intervals."""
-    names = [*LISTS["dev"], *(n for lists in components().values() for n in lists)]
+    split = split_of(a)
+    if split_of(b) != split:
+        raise SystemExit(f"score.py: {a['model']} was scored on {split}, {b['model']} on {split_of(b)}")
+    names = [*LISTS[split], *(n for lists in components(split).values() for n in lists)]
     per = {n: paired(a, b, n, seed=k) for k, n in enumerate(names)}
     n_draws = min(len(d) for _, d in per.values())
 
     def mean_of(lists: list[str]) -> tuple[float, np.ndarray]:
         return float(np.mean([per[n][0] for n in lists])), np.mean([per[n][1][:n_draws] for n in lists], axis=0)
 
-    rows = {n: mean_of([n]) for n in LISTS["dev"]}
-    rows.update({c: mean_of(lists) for c, lists in components().items()})
-    in_diff, in_draws = mean_of(list(LISTS["dev"]))
-    ood = [mean_of(lists) for lists in components().values()]
+    rows = {n: mean_of([n]) for n in LISTS[split]}
+    rows.update({c: mean_of(lists) for c, lists in components(split).items()})
+    in_diff, in_draws = mean_of(list(LISTS[split]))
+    ood = [mean_of(lists) for lists in components(split).values()]
     rows["in-domain mean"] = (in_diff, in_draws)
     rows["out-of-domain mean"] = (float(np.mean([d for d, _ in ood])), np.mean([d for _, d in ood], axis=0))
     return {k: {"diff": d, "lo": float(np.percentile(x, 2.5)), "hi": float(np.percentile(x, 97.5))}
             for k, (d, x) in rows.items()}  # fmt: skip
+
+
+def split_of(result: dict[str, Any]) -> str:
+    return result.get("split", "dev")  # results from before the test side was scored are dev ones
 
 
 def load_result(name: str) -> dict[str, Any]:
@@ -238,6 +250,8 @@ def main() -> int:
     parser.add_argument("--page", nargs="+", metavar="NAME", help="write docs/generalisation.md for these results")
     parser.add_argument("--base", default="v6", help="what --page compares the others with (default v6)")
     parser.add_argument("--stress", default="cache/stress", help="stress.py's output folder")
+    parser.add_argument("--split", choices=sorted(LISTS), default="dev",
+                        help="dev (model choices; the default) or test (the model card's figures)")  # fmt: skip
     args = parser.parse_args()
     if args.compare:
         base, new = args.compare
@@ -253,7 +267,7 @@ def main() -> int:
     root = data_root()
     for spec in args.models:
         name = args.name or Path(spec).stem
-        record = score_model(spec, root, Path(args.stress).resolve())
+        record = score_model(spec, root, Path(args.stress).resolve(), args.split)
         RESULTS.mkdir(parents=True, exist_ok=True)
         packed = gzip.compress((json.dumps(record) + "\n").encode(), mtime=0)  # every trial's score: ~6 MB as text
         atomic_write(RESULTS / f"{name}.json.gz", lambda f, b=packed: f.write(b), "wb")
