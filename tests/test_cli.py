@@ -67,6 +67,14 @@ def test_help(command: str) -> None:
     assert result.returncode == 0 and f"usage: ge2e {command}" in result.stdout
 
 
+def test_serve_usage_shows_the_keys_subcommand_as_optional() -> None:
+    usage = ge2e("serve", "--help").stdout.split("\n\n", 1)[0]
+    assert usage.splitlines() == [
+        "usage: ge2e serve --db FILE [options]",
+        "       ge2e serve keys {add,list,revoke} --db FILE ...",
+    ]
+
+
 def test_verify_decides_both_ways(corpus: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data, model = corpus / "data", corpus / "tiny.pt"
     args = [

@@ -19,6 +19,8 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "serve",
         help="run the speaker verification HTTP service",
+        # argparse would print the optional `keys` subcommand as a required positional
+        usage="ge2e serve --db FILE [options]\n       ge2e serve keys {add,list,revoke} --db FILE ...",
         description="Serve enroll / verify / identify / embed over HTTP (OpenAPI docs at /docs). API keys belong "
         "to tenants and have roles; create them with 'ge2e serve keys add'. Keys from the environment variable "
         "GE2E_API_KEYS (comma-separated) and --api-key-file are admin keys of the 'default' tenant. The service "
