@@ -13,7 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "recipes" / "shared_ti"))
 
-from model_card import recipe_stages  # noqa: E402
+from model_card import generalisation_section, recipe_stages  # noqa: E402
 
 from ge2e.config import load_config  # noqa: E402
 
@@ -44,3 +44,25 @@ def test_every_overlay_loads_over_the_base(overlay: Path) -> None:
     cfg = load_config(REPO / "recipes/shared_ti/conf/small.yaml", overlays=[overlay])
     assert cfg != base and cfg.preset == base.preset and cfg.loss == base.loss
     assert overlay.stem in SCRIPT.read_text()  # each overlay is used by a stage
+
+
+def _benchmark_result(eer: float, refused: int) -> dict:
+    lists = {"a.test": {"refused_files": refused}, "ood.test": {"refused_files": 0}, "a.test.gsm": {"refused_files": 5}}
+    return {
+        "lists": lists,
+        "in_domain": {"a.test": eer},
+        "in_domain_mean": eer,
+        "out_of_domain": {"ood.test": 2 * eer, "gsm": 3 * eer},
+        "out_of_domain_mean": 2.5 * eer,
+    }
+
+
+def test_the_model_card_tabulates_the_test_side_generalisation_benchmark() -> None:
+    text = "\n".join(
+        generalisation_section({"v7.test": _benchmark_result(0.1, 2), "v6.test": _benchmark_result(0.2, 0)})
+    )
+    assert "| | v7 | v6 |" in text
+    assert "| a.test | 10.00 | 20.00 |" in text and "| **out-of-domain mean** | **25.00** | **50.00** |" in text
+    assert "| a.test | 2 | 0 |" in text and "| ood.test | 0 | 0 |" in text  # refused files of the clean lists
+    assert "a.test.gsm" not in text  # stressed lists count in their condition's mean, not row by row
+    assert "Not measured yet" in "\n".join(generalisation_section({}))

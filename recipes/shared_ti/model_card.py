@@ -4,7 +4,9 @@ Every figure of the card comes from this run (or from the JSON files it names): 
 (each file embedded once, through the same front end users get), error rates at the model's calibrated threshold
 (``calibrate.py``), training facts from the checkpoint's meta and the experiment's metrics.csv, and Resemblyzer's
 figures on the same trials from ``benchmarks/resemblyzer_eer.py``. The figures are also written to
-``benchmarks/results/ge2e_small_eer.json``; ``--check`` re-evaluates and compares against that file.
+``benchmarks/results/ge2e_small_eer.json``; ``--check`` re-evaluates and compares against that file. The
+out-of-domain section comes from the generalisation benchmark's test side (``recipes/generalise/score.py --split
+test``, results in ``benchmarks/results/generalise/<name>.json.gz``), one column per ``--generalisation`` name.
 
     python recipes/shared_ti/model_card.py                # writes docs/model.md and the results JSON
     python recipes/shared_ti/model_card.py --check        # re-run: exit 1 if any figure differs
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import json
 import os
 import re
@@ -42,6 +45,8 @@ DEFAULT_MODEL = REPO / "src/ge2e/pretrained/ge2e_small.pt"
 DEFAULT_RESULTS = REPO / "benchmarks/results/ge2e_small_eer.json"
 DEFAULT_RESEMBLYZER = REPO / "benchmarks/results/resemblyzer_eer.json"
 DEFAULT_BASELINE = REPO / "benchmarks/results/ge2e_small_v1_eer.json"  # the previous bundled model, same script
+GENERALISE = REPO / "benchmarks/results/generalise"
+DEFAULT_GENERALISATION = ("v6.test", "resemblyzer.test")  # the bundled model first, then what it is compared with
 STEP_GAP = 10.0  # a step-to-step gap this many times the median is a pause or restart, not training time
 
 
@@ -230,7 +235,12 @@ def _soup_lines(t: dict[str, Any]) -> list[str]:
     ]
 
 
-def render(record: dict[str, Any], resemblyzer: dict[str, Any] | None, baseline: dict[str, Any] | None = None) -> str:
+def render(
+    record: dict[str, Any],
+    resemblyzer: dict[str, Any] | None,
+    baseline: dict[str, Any] | None = None,
+    generalisation: dict[str, dict[str, Any]] | None = None,
+) -> str:
     """The model card in Markdown."""
     t, cal, res = record["training"], record.get("calibration"), record["test"]
     m = t["model"]
@@ -377,6 +387,7 @@ def render(record: dict[str, Any], resemblyzer: dict[str, Any] | None, baseline:
         lines.append(
             "Not measured yet: run `python benchmarks/resemblyzer_eer.py` (needs `pip install 'ge2e[bench]'`)."
         )
+    lines += generalisation_section(generalisation or {})
     lines += [
         "",
         "## Limitations",
@@ -401,6 +412,59 @@ def render(record: dict[str, Any], resemblyzer: dict[str, Any] | None, baseline:
     return "\n".join(lines)
 
 
+def read_generalisation(names: list[str]) -> dict[str, dict[str, Any]]:
+    """``{name: result}`` of the generalisation benchmark's test-side results that exist (``score.py --split test``)."""
+    found = {}
+    for name in names:
+        path = GENERALISE / f"{name}.json.gz"
+        if path.is_file():
+            found[name] = json.loads(gzip.decompress(path.read_bytes()))
+    return found
+
+
+def generalisation_section(results: dict[str, dict[str, Any]]) -> list[str]:
+    """The out-of-domain table (test side) and the files each model refused per list, one column per result."""
+    lines = ["", "## Out of domain: other languages and stressed audio (test speakers)", ""]
+    if not results:
+        return [*lines, "Not measured yet: run `recipes/generalise/score.py MODEL --name NAME.test --split test`."]
+    names = list(results)
+    labels = [n.removesuffix(".test") for n in names]
+    first = results[names[0]]
+    lines += [
+        "The generalisation benchmark of `recipes/generalise/` on the TEST side "
+        "(`recipes/generalise/score.py --split test`; choices are made on its dev side, docs/generalisation.md): "
+        "the five test lists, `arabic_speech_commands.test` (a language and recording setups no training corpus "
+        "has) and the test lists with their test side stressed by `recipes/generalise/stress.py` (at most 1,000 "
+        "trials a list; a condition's EER is its mean over the five lists). EER in %:",
+        "",
+        "| | " + " | ".join(labels) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    rows = [*first["in_domain"], "in-domain mean", *first["out_of_domain"], "out-of-domain mean"]
+    for row in rows:
+        cells = []
+        for result in results.values():
+            table = {**result["in_domain"], **result["out_of_domain"]}
+            value = {"in-domain mean": result["in_domain_mean"], "out-of-domain mean": result["out_of_domain_mean"]}
+            cells.append(f"{100 * table.get(row, value.get(row, float('nan'))):.2f}")
+        bold = row.endswith("mean")
+        label = f"**{row}**" if bold else row
+        lines.append(f"| {label} | " + " | ".join(f"**{c}**" if bold else c for c in cells) + " |")
+    clean = [*first["in_domain"], *(n for n in first["out_of_domain"] if n in first["lists"])]  # not stressed
+    lines += [
+        "",
+        "Files each model refused (no speech found, too short, undecodable), per clean list: audio it could not "
+        "score at all. Trials with a refused file are left out of that model's EER.",
+        "",
+        "| list | " + " | ".join(labels) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for name in clean:
+        counts = [str(r["lists"].get(name, {}).get("refused_files", "-")) for r in results.values()]
+        lines.append(f"| {name} | " + " | ".join(counts) + " |")
+    return lines
+
+
 def read_json(path: Path) -> dict[str, Any] | None:
     """The JSON record at ``path``, or None where there is none (a first run, a missing baseline)."""
     return json.loads(path.read_text()) if path.is_file() else None
@@ -420,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--curve", help="training-curve PNG to show, relative to docs/ (plot_runs.py)")
     parser.add_argument("--choice", help="encoder-choice PNG to show, relative to docs/ (encoder_choice.py)")
     parser.add_argument("--render", action="store_true", help="only re-render the card from --results")
+    parser.add_argument("--generalisation", nargs="+", default=list(DEFAULT_GENERALISATION), metavar="NAME",
+                        help="test-side generalisation results to tabulate, the bundled model first")  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.render:
@@ -478,7 +544,8 @@ def _write(record: dict[str, Any], args: argparse.Namespace) -> int:
     """Write the figures JSON and the card rendered from it."""
     results_text = json.dumps(record, indent=1) + "\n"
     atomic_write(args.results, lambda f: f.write(results_text), "w")
-    card = render(record, read_json(Path(args.resemblyzer)), read_json(Path(args.baseline)))
+    generalisation = read_generalisation(args.generalisation)
+    card = render(record, read_json(Path(args.resemblyzer)), read_json(Path(args.baseline)), generalisation)
     atomic_write(args.out, lambda f: f.write(card), "w")
     print(f"wrote {args.out} and {args.results}")
     return 0
