@@ -271,7 +271,7 @@ def main() -> int:
         RESULTS.mkdir(parents=True, exist_ok=True)
         packed = gzip.compress((json.dumps(record) + "\n").encode(), mtime=0)  # every trial's score: ~6 MB as text
         atomic_write(RESULTS / f"{name}.json.gz", lambda f, b=packed: f.write(b), "wb")
-        print(f"{name}: in-domain dev mean {100 * record['in_domain_mean']:.2f}%, "
+        print(f"{name}: in-domain {args.split} mean {100 * record['in_domain_mean']:.2f}%, "
               f"out-of-domain mean {100 * record['out_of_domain_mean']:.2f}%")  # fmt: skip
     return 0
 

@@ -296,8 +296,9 @@ def render(
         "",
     ]
     if record.get("curve"):
+        caption = "the runs behind this model (`recipes/shared_ti/plot_runs.py`)"
         lines += [
-            "Validation EER against training hours of the runs behind this model (`recipes/shared_ti/plot_runs.py`):",
+            f"Validation EER against training hours of {record.get('curve_caption') or caption}:",
             "",
             f"![training curve]({record['curve']})",
             "",
@@ -482,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="re-evaluate and compare with --results; write nothing")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--curve", help="training-curve PNG to show, relative to docs/ (plot_runs.py)")
+    parser.add_argument("--curve-caption", help="what the curve shows: 'Validation EER against training hours of ...'")
     parser.add_argument("--choice", help="encoder-choice PNG to show, relative to docs/ (encoder_choice.py)")
     parser.add_argument("--render", action="store_true", help="only re-render the card from --results")
     parser.add_argument("--generalisation", nargs="+", default=list(DEFAULT_GENERALISATION), metavar="NAME",
@@ -494,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"model_card: {args.results} not found", file=sys.stderr)
             return 1
         record["curve"] = args.curve or record.get("curve")
+        record["curve_caption"] = args.curve_caption or record.get("curve_caption")
         record["choice"] = args.choice or record.get("choice")
         return _write(record, args)
     data = Path(args.data)
@@ -534,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         "calibration": calibration,
         "test": test,
         "curve": args.curve,
+        "curve_caption": args.curve_caption,
         "choice": args.choice,
         "script": "recipes/shared_ti/model_card.py",
     }

@@ -12,8 +12,9 @@
 #   5 round2    three forks of v4 (control, telephone, SpecAugment); the soup of their best checkpoints is v5
 #   6 round4    a fork of v5 trained with noisy copies of every file; its soup with v5 is v6 (docs/diarization.md)
 #   7 bundle    v6 into src/ge2e/pretrained: float32 and int8 ONNX forms, each calibrated on the dev lists
-#   8 card      the training curve, model card, quantisation table, diarization settings and tables, short-utterance
-#               figures; Resemblyzer's test EERs when it is installed (pip install 'ge2e[bench]')
+#   8 card      the training curve, model card (with the out-of-domain test table), quantisation table, diarization
+#               settings and tables, short-utterance figures; Resemblyzer's figures when it is installed
+#               (pip install 'ge2e[bench]')
 #   9 round5    the candidate for v7 (issue 30): a fork of v6 trained with telephone, noise and reverberated copies
 #               of the training files and crops from 0.5 s, and its soup with v6, scored against v6 on the generalisation
 #               benchmark (recipes/generalise, docs/generalisation.md); bundled by stages 7-8 only when it wins there
@@ -130,8 +131,15 @@ if run 8; then
   # two lanes, one core each
   {
     python $here/plot_runs.py exp/g4_noise --out docs/img/training.png
-    if python -c "import resemblyzer" 2>/dev/null; then python benchmarks/resemblyzer_eer.py; fi
-    python $here/model_card.py --curve img/training.png --choice img/encoder_choice.png
+    # the card's out-of-domain table: the generalisation benchmark's test side (stressed copies of the test lists)
+    python recipes/generalise/stress.py --split test
+    python recipes/generalise/score.py bundled --name v6.test --split test
+    if python -c "import resemblyzer" 2>/dev/null; then
+      python benchmarks/resemblyzer_eer.py
+      python recipes/generalise/score.py resemblyzer --name resemblyzer.test --split test
+    fi
+    python $here/model_card.py --curve img/training.png --choice img/encoder_choice.png --generalisation v6.test \
+      resemblyzer.test
     python benchmarks/quantize.py --model src/ge2e/pretrained/ge2e_small.pt --cache cache/all
   } > logs/card.log 2>&1 &
   card=$!
