@@ -1,4 +1,5 @@
-"""Waveform augmentation: speed perturbation, additive noise at an SNR, simulated reverberation, telephone line."""
+"""Waveform augmentation: speed perturbation, additive noise at an SNR, simulated reverberation, telephone line,
+babble and recording level."""
 
 from __future__ import annotations
 
@@ -140,3 +141,43 @@ def test_telephone_is_deterministic_and_listed() -> None:
     np.testing.assert_array_equal(a, augment(wav, SR, "telephone", rng_for(0, "x.wav", "telephone")))
     assert parse_augment("telephone,noise") == ["noise", "telephone"]
     assert variants(["telephone"]) == ["telephone"]
+
+
+def test_babble_mixes_several_talkers_at_the_snr(tmp_path) -> None:
+    import soundfile as sf
+
+    from ge2e.data.augment import BABBLE_SNR_DB, babble
+
+    rng = np.random.default_rng(1)
+    files = []
+    for k in range(6):  # six "talkers": tones of their own pitch
+        t = np.arange(2 * SR) / SR
+        sf.write(tmp_path / f"t{k}.wav", 0.3 * np.sin(2 * np.pi * (200 + 50 * k) * t), SR)
+        files.append(str(tmp_path / f"t{k}.wav"))
+    mix = babble(SR, SR, rng, files)
+    spectrum = np.abs(np.fft.rfft(mix))
+    peaks = sum(spectrum[200 + 50 * k] > 0.1 * spectrum.max() for k in range(6))  # 1 Hz bins over 1 s
+    assert mix.shape == (SR,) and 3 <= peaks <= 5
+    wav = harmonic()
+    noisy = augment(wav, SR, "babble", rng_for(0, "x.wav", "babble"), files)
+    snr = 10 * np.log10(power(wav) / power(noisy - wav))
+    assert BABBLE_SNR_DB[0] - 0.01 <= snr <= BABBLE_SNR_DB[1] + 0.01
+    with pytest.raises(Ge2eError, match="speech recordings"):
+        augment(wav, SR, "babble", rng_for(0, "x.wav", "babble"))
+
+
+def test_level_makes_quiet_quantised_or_loud_clipped_copies() -> None:
+    wav = harmonic()
+    quiet = loud = 0
+    for k in range(20):
+        copy = augment(wav, SR, "level", rng_for(0, f"{k}.wav", "level"))
+        ratio = 10 * np.log10(power(copy) / power(wav))
+        if ratio < 0:
+            assert -50.5 <= ratio <= -19.5
+            np.testing.assert_allclose(copy * 32767, np.round(copy * 32767), atol=1e-3)  # 16-bit steps
+            quiet += 1
+        else:
+            assert np.abs(copy).max() == 1.0 and np.mean(np.abs(copy) == 1.0) > 0.01  # overloaded: clipped runs
+            loud += 1
+    assert quiet and loud
+    assert parse_augment("level,babble,noise") == ["noise", "babble", "level"]

@@ -10,7 +10,15 @@ from collections import Counter
 from typing import Any
 
 LAYOUT_CHOICES = (
-    "auto", "voxceleb", "librispeech", "speech_commands", "dspspeech", "fsdd", "speechocean762", "wuw2", "generic"
+    "auto",
+    "voxceleb",
+    "librispeech",
+    "speech_commands",
+    "dspspeech",
+    "fsdd",
+    "speechocean762",
+    "wuw2",
+    "generic",
 )
 
 
@@ -31,9 +39,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2; <= 1: no pool)")
     p.add_argument("--shard-size", type=int, default=500, help="utterances per shard (default 500)")
     p.add_argument(
-        "--augment", default="", metavar="KINDS", help="comma list of speed,noise,reverb,telephone (default none)"
+        "--augment",
+        default="",
+        metavar="KINDS",
+        help="comma list of speed,noise,reverb,telephone,babble,level (default none)",
     )
-    p.add_argument("--noise-dir", metavar="DIR", help="noise recordings for --augment noise (default: generated)")
+    p.add_argument(
+        "--noise-dir",
+        metavar="DIR",
+        help="noise recordings for --augment noise (default: generated); speech of other people for babble",
+    )
     p.add_argument("--seed", type=int, default=0, help="augmentation seed (default 0)")
     p.add_argument("--config", metavar="YAML", help="training config whose audio section sets the front end")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -8,6 +8,11 @@
   random RT60 in 0.2-0.8 s.
 - ``telephone``: the narrowband telephone channel users feed a model: resampled to 8 kHz, band-limited to
   300-3400 Hz, then coded with G.711 mu-law or GSM 06.10 (13 kbit/s), both through libsndfile, and resampled back.
+- ``babble``: 3-5 other people talking at once behind the speaker, at a random SNR of 5-15 dB: excerpts of random
+  files of the noise folder, which must then hold speech (other speakers than the ones prepared, e.g. another
+  corpus's training files).
+- ``level``: a recording level far from the usual one: 20-50 dB quieter and rounded to 16-bit samples (a quiet
+  microphone's quantisation noise), or driven 6-20 dB past full scale and clipped (an overloaded input).
 
 All randomness comes from :func:`rng_for`, seeded by (seed, path, kind), so a copy is the same on every run
 and in every worker process.
@@ -26,7 +31,7 @@ from ge2e.audio import load_audio
 from ge2e.decoding import AUDIO_EXTENSIONS, Limits, encode
 from ge2e.errors import Ge2eError
 
-AUGMENTATIONS = ("speed", "noise", "reverb", "telephone")
+AUGMENTATIONS = ("speed", "noise", "reverb", "telephone", "babble", "level")
 SPEED_FACTORS = (0.9, 1.1)
 SNR_RANGE_DB = (5.0, 20.0)
 RT60_RANGE_S = (0.2, 0.8)
@@ -35,6 +40,11 @@ DECAY_60DB = np.log(1000.0)  # amplitude falls by 60 dB (x 1/1000) over RT60 sec
 PHONE_RATE = 8_000
 PHONE_BAND_HZ = (300.0, 3_400.0)  # the ITU-T telephone band
 PHONE_CODECS = ("ULAW", "GSM610")  # G.711 mu-law (64 kbit/s) and GSM full rate (13 kbit/s), libsndfile subtypes
+BABBLE_TALKERS = (3, 5)
+BABBLE_SNR_DB = (5.0, 15.0)
+QUIET_DB = (20.0, 50.0)  # level: attenuation of a quiet copy
+LOUD_DB = (6.0, 20.0)  # level: how far past full scale a loud copy's peak is driven before clipping
+PCM16 = 32_767
 
 
 def parse_augment(spec: str | Sequence[str] | None) -> list[str]:
@@ -160,10 +170,38 @@ def _noise_for(length: int, sr: int, rng: np.random.Generator, noise_files: Sequ
     return noise[start : start + length]
 
 
+def babble(length: int, sr: int, rng: np.random.Generator, speech_files: Sequence[str]) -> np.ndarray:
+    """``length`` samples of 3-5 talkers: random excerpts of random ``speech_files``, each at unit RMS, summed."""
+    if not speech_files:
+        raise Ge2eError("babble augmentation needs a noise folder of speech recordings (prepare's --noise-dir)")
+    talkers = int(rng.integers(BABBLE_TALKERS[0], BABBLE_TALKERS[1] + 1))
+    mix = np.zeros(length, dtype=np.float64)
+    for k in rng.choice(len(speech_files), size=min(talkers, len(speech_files)), replace=False):
+        voice = load_audio(speech_files[int(k)], target_sr=sr)
+        start = int(rng.integers(max(1, len(voice) - length + 1)))
+        part = np.resize(voice[start : start + length], length).astype(np.float64)
+        mix += part / max(float(np.sqrt(np.mean(part**2))), 1e-12)
+    return mix.astype(np.float32)
+
+
+def change_level(wav: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(L,) ``wav`` made quiet and 16-bit quantised, or loud and clipped (module docstring) -> float32."""
+    if rng.random() < 0.5:
+        quiet = wav * 10.0 ** (-rng.uniform(*QUIET_DB) / 20.0)
+        return (np.round(quiet * PCM16) / PCM16).astype(np.float32)
+    peak = max(float(np.max(np.abs(wav))) if len(wav) else 0.0, 1e-12)
+    return np.clip(wav / peak * 10.0 ** (rng.uniform(*LOUD_DB) / 20.0), -1.0, 1.0).astype(np.float32)
+
+
 def augment(
     wav: np.ndarray, sr: int, variant: str, rng: np.random.Generator, noise_files: Sequence[str] = ()
 ) -> np.ndarray:
-    """Apply one variant (``speed0.9``, ``speed1.1``, ``noise``, ``reverb``, ``telephone``) to (L,) samples."""
+    """Apply one variant (``speed0.9``, ``speed1.1``, ``noise``, ``reverb``, ``telephone``, ``babble``, ``level``)
+    to (L,) samples. ``noise_files`` are the noise folder's files (``noise``; speech for ``babble``).
+
+    Raises:
+        Ge2eError: ``babble`` without ``noise_files``.
+    """
     if variant.startswith("speed"):
         return speed_perturb(wav, sr, float(variant.removeprefix("speed")))
     if variant == "noise":
@@ -172,4 +210,8 @@ def augment(
         return reverberate(wav, simulated_rir(sr, float(rng.uniform(*RT60_RANGE_S)), rng))
     if variant == "telephone":
         return telephone(wav, sr, rng)
+    if variant == "babble":
+        return add_noise(wav, babble(len(wav), sr, rng, noise_files), float(rng.uniform(*BABBLE_SNR_DB)))
+    if variant == "level":
+        return change_level(wav, rng)
     raise ValueError(f"unknown augmentation variant {variant!r}")

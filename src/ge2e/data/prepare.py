@@ -75,7 +75,8 @@ def prepare(
     Args:
         augment: kinds to add as extra utterances, e.g. ``["speed", "noise", "reverb"]`` (see
             :mod:`ge2e.data.augment`); off by default.
-        noise_dir: folder of noise recordings for ``noise`` (default: generated coloured noise).
+        noise_dir: folder of noise recordings for ``noise`` (default: generated coloured noise), of speech
+            recordings for ``babble`` (required there).
         seed: augmentation seed; each (file, variant) gets its own generator derived from it.
 
     Raises:
@@ -95,8 +96,11 @@ def prepare(
         write_index(out, index)
     _remove_stale_files(out, {s["name"] for s in kept})
 
+    kinds = parse_augment(augment)
+    if "babble" in kinds and noise_dir is None:
+        raise Ge2eError("--augment babble needs --noise-dir: a folder of speech recordings of other people")
     done = _done_jobs(out, kept)
-    jobs = _pending_jobs(utterances, parse_augment(augment), done)
+    jobs = _pending_jobs(utterances, kinds, done)
     if any(Path(u.path).suffix.lower() in FFMPEG_EXTENSIONS for u, _ in jobs):
         require_ffmpeg()
     noise_files = list_noise_files(noise_dir) if noise_dir is not None and jobs else []
