@@ -15,14 +15,16 @@
 #   8 card      the training curve, model card (with the out-of-domain test table), quantisation table, diarization
 #               settings and tables, short-utterance figures; Resemblyzer's figures when it is installed
 #               (pip install 'ge2e[bench]')
-#   9 round5    the candidate for v7 (issue 30): a fork of v6 trained with telephone, noise and reverberated copies
-#               of the training files and crops from 0.5 s, and its soup with v6, scored against v6 on the generalisation
-#               benchmark (recipes/generalise, docs/generalisation.md); bundled by stages 7-8 only when it wins there
+#   9 round5    candidates for v7 (issue 30): a fork of v6 trained with telephone, noise and reverberated copies
+#               of the training files and crops from 0.5 s (600 steps), the same run continued to step 2400 with
+#               SpecAugment, and their soups with v6, scored against v6 on the generalisation benchmark
+#               (recipes/generalise, docs/generalisation.md); bundled by stages 7-8 only when one wins there
+#  10 round6    the continued run forked again with babble and recording-level copies added (cache/bl_train)
 # (Round 3, MultiReader over the corpora, was tried and rejected on the dev lists:
 # docs/experiments/2026-12-07-bundled-model-rounds.md.)
 set -euo pipefail
 stage=${1:-1}
-stop_stage=${2:-9}
+stop_stage=${2:-10}
 data=${GE2E_DATA:-../shared/data}
 conf=recipes/shared_ti/conf
 here=recipes/shared_ti
@@ -38,6 +40,7 @@ prepare() {  # prepare CACHE KINDS CORPUS...: each corpus's training files, plus
     local augment=()
     [[ $corpus == *:aug ]] && augment=(--augment "$kinds")
     corpus=${corpus%:aug}
+    [ -n "${noise_dir:-}" ] && [ ${#augment[@]} -gt 0 ] && augment+=(--noise-dir "$noise_dir")
     ge2e prepare "$data/$corpus" --split-file "$data/splits/$corpus.train.txt" --out "$out" --workers 1 \
       --no-progress "${augment[@]}"
   done
@@ -157,8 +160,16 @@ fi
 
 if run 9; then
   cp src/ge2e/pretrained/ge2e_small.pt exp/v6.pt
-  train "$conf/fork.yaml" "$conf/robust.yaml" --set out_dir=exp/g5_robust init=exp/v6.pt
+  train "$conf/fork.yaml" "$conf/robust.yaml" --set out_dir=exp/g5_robust init=exp/v6.pt steps=600
   python $here/soup.py exp/g5_robust --fork-step 0 --checkpoint best --model exp/v6.pt --out exp/soup7.pt
+  # g6_long continues g5_robust's training state (weights, Adam moments, step) to step 2400, with SpecAugment
+  if [ ! -f exp/g6_long/last.pt ]; then
+    mkdir -p exp/g6_long && cp exp/g5_robust/{last.pt,config.yaml,metrics.csv} exp/g6_long/
+  fi
+  train "$conf/fork.yaml" "$conf/robust.yaml" "$conf/specaug.yaml" --set out_dir=exp/g6_long init=exp/v6.pt \
+    steps=2400 val.every=300
+  python $here/cut_last.py exp/g6_long exp/g6_long.pt
+  python $here/soup.py exp/g6_long --fork-step 0 --model exp/v6.pt --out exp/soup8.pt
   python recipes/generalise/stress.py --split dev
   for copy in cache/stress/dev/*/*; do  # the stressed files' features once, for every model scored below
     case $(basename "$copy") in DSPSpeech-20) layout=dspspeech ;; speech_commands*) layout=speech_commands ;;
@@ -169,5 +180,21 @@ if run 9; then
   python recipes/generalise/score.py bundled --name v6
   python recipes/generalise/score.py exp/g5_robust/best.pt --name g5_robust
   python recipes/generalise/score.py exp/soup7.pt --name soup7
-  python recipes/generalise/score.py --page v6 g5_robust soup7 --base v6
+  python recipes/generalise/score.py exp/g6_long.pt --name g6_long
+  python recipes/generalise/score.py exp/soup8.pt --name soup8
+  python recipes/generalise/score.py --page v6 resemblyzer g5_robust soup7 g6_long soup8 --base v6
+fi
+
+if run 10; then
+  # babble talkers: speechocean762's training speakers (the benchmark's babble comes from LibriSpeech, so the
+  # model never hears the benchmark's talkers, and no evaluation speaker is heard as noise either)
+  mkdir -p cache/babble_speech
+  while read -r speaker; do
+    for f in "$data/speechocean762/$speaker"/*.opus; do ln -sf "$(realpath "$f")" cache/babble_speech/; done
+  done < "$data/splits/speechocean762.train.txt"
+  noise_dir=cache/babble_speech prepare cache/bl_train babble,level LibriSpeech:aug speechocean762:aug \
+    speech_commands_v0.02_test:aug wuw2:aug DSPSpeech-20
+  train "$conf/fork.yaml" "$conf/robust.yaml" "$conf/babble_level.yaml" --set out_dir=exp/g7_babble \
+    init=exp/g6_long.pt
+  python recipes/generalise/score.py exp/g7_babble/model.pt --name g7_babble
 fi
