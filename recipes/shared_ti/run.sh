@@ -19,7 +19,7 @@
 #               of the training files and crops from 0.5 s (600 steps), the same run continued to step 2400 with
 #               SpecAugment, and their soups with v6, scored against v6 on the generalisation benchmark
 #               (recipes/generalise, docs/generalisation.md); bundled by stages 7-8 only when one wins there
-#  10 round6    the continued run forked again with babble and recording-level copies added (cache/bl_train)
+#   10 round6   the continued run forked again with babble and recording-level copies added (cache/bl_train)
 # (Round 3, MultiReader over the corpora, was tried and rejected on the dev lists:
 # docs/experiments/2026-12-07-bundled-model-rounds.md.)
 set -euo pipefail
