@@ -181,3 +181,13 @@ def test_level_makes_quiet_quantised_or_loud_clipped_copies() -> None:
             loud += 1
     assert quiet and loud
     assert parse_augment("level,babble,noise") == ["noise", "babble", "level"]
+
+
+def test_prepare_refuses_babble_without_speech_to_mix(tmp_path) -> None:
+    from ge2e.data.prepare import prepare
+    from ge2e.data.readers import Utterance
+
+    utt = Utterance(path=str(tmp_path / "a.wav"), speaker="s", corpus="c")
+    with pytest.raises(Ge2eError, match="--augment babble needs --noise-dir"):
+        prepare([utt], tmp_path / "feats", workers=1, progress=False, augment="babble")
+    assert not list((tmp_path / "feats").glob("shard-*"))  # refused before any work
