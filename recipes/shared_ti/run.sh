@@ -195,6 +195,6 @@ if run 10; then
   noise_dir=cache/babble_speech prepare cache/bl_train babble,level LibriSpeech:aug speechocean762:aug \
     speech_commands_v0.02_test:aug wuw2:aug DSPSpeech-20
   train "$conf/fork.yaml" "$conf/robust.yaml" "$conf/babble_level.yaml" --set out_dir=exp/g7_babble \
-    init=exp/g6_long.pt
+    init=exp/g6_long.pt steps=600  # two sources: MultiReader, a batch of each per step (twice the compute a step)
   python recipes/generalise/score.py exp/g7_babble/model.pt --name g7_babble
 fi
