@@ -19,7 +19,8 @@
 #               of the training files and crops from 0.5 s (600 steps), the same run continued to step 2400 with
 #               SpecAugment, and their soups with v6, scored against v6 on the generalisation benchmark
 #               (recipes/generalise, docs/generalisation.md); bundled by stages 7-8 only when one wins there
-#   10 round6   the continued run forked again with babble and recording-level copies added (cache/bl_train)
+#   10 round6   the continued run forked again with babble and recording-level copies added (cache/bl_train),
+#               and its soup with v6: g7_babble is the v7 candidate (docs/generalisation.md)
 # (Round 3, MultiReader over the corpora, was tried and rejected on the dev lists:
 # docs/experiments/2026-12-07-bundled-model-rounds.md.)
 set -euo pipefail
@@ -196,5 +197,8 @@ if run 10; then
     speech_commands_v0.02_test:aug wuw2:aug DSPSpeech-20
   train "$conf/fork.yaml" "$conf/robust.yaml" "$conf/babble_level.yaml" --set out_dir=exp/g7_babble \
     init=exp/g6_long.pt steps=600  # two sources: MultiReader, a batch of each per step (twice the compute a step)
+  python $here/soup.py exp/g7_babble --fork-step 0 --model exp/v6.pt --out exp/soup9.pt
   python recipes/generalise/score.py exp/g7_babble/model.pt --name g7_babble
+  python recipes/generalise/score.py exp/soup9.pt --name soup9
+  python recipes/generalise/score.py --page v6 resemblyzer g5_robust soup7 g6_long soup8 g7_babble soup9 --base v6
 fi
