@@ -165,3 +165,26 @@ def test_generalisation_comparison_pairs_trials_and_brackets_the_difference(monk
     refused = len(weak["lists"])  # one refused file a list
     assert "| out-of-domain mean |" in page and "## b against a" in page
     assert f"| files refused (all lists) | {refused} | {refused} |" in page
+
+
+def test_the_generalisation_benchmark_has_a_test_side(tmp_path: Path) -> None:
+    import score
+
+    test = score.components("test")
+    assert next(iter(test)) == "arabic_speech_commands.test" and set(test) - {"arabic_speech_commands.test"} == set(
+        stress.CONDITIONS
+    )
+    assert test["gsm"] == [f"{name}.gsm" for name in stress.LISTS["test"]] and len(test["gsm"]) == 5
+    assert (
+        score.list_path("wuw2.test.gsm", tmp_path, tmp_path / "stress", "test")
+        == tmp_path / "stress/test/wuw2.test.gsm.txt"
+    )
+    assert score.list_path("wuw2.test", tmp_path, tmp_path / "stress", "test") == tmp_path / "trials/wuw2.test.txt"
+    names = [*stress.LISTS["test"], *(n for lists in test.values() for n in lists)]
+    lists = {n: {"eer": 0.2 if n in stress.LISTS["test"] else 0.1} for n in names}
+    result = score.summary(lists, "test")
+    assert set(result["in_domain"]) == set(stress.LISTS["test"]) and result["in_domain_mean"] == pytest.approx(0.2)
+    assert result["out_of_domain_mean"] == pytest.approx(0.1)
+    dev = {"model": "a", "split": "dev"}
+    with pytest.raises(SystemExit, match="scored on dev"):
+        score.compare(dev, {"model": "b", "split": "test"})
