@@ -36,7 +36,7 @@ def test_soup_refuses_runs_of_another_architecture() -> None:
 
 
 def test_the_model_card_counts_the_compute_of_every_run_in_the_soup() -> None:
-    from model_card import compute
+    from training_facts import compute
 
     own = {"step": 100, "utterances_per_step": 160, "train_seconds": 7200}
     assert compute(own) == {"steps": 100, "utterances": 16000, "hours": 2.0}

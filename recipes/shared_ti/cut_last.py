@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 import torch
-from model_card import DEFAULT_BASELINE, compute, lineage, read_json, training_facts
+from model_card import DEFAULT_BASELINE, read_json
+from training_facts import compute, lineage, training_facts
 
 from ge2e.config import load_config
 from ge2e.model import SpeakerEncoder

@@ -1,7 +1,7 @@
 """Plot validation EER against training hours for one or more runs (``metrics.csv`` of each ``out_dir``).
 
 A run warm-started from another (``--start RUN:STEP``) is drawn from that run's time at that step, so curves of
-one lineage join up. Hours are one CPU core's wall-clock, pauses left out (``model_card.step_seconds``).
+one lineage join up. Hours are one CPU core's wall-clock, pauses left out (``training_facts.step_seconds``).
 
     python recipes/shared_ti/plot_runs.py exp/shared_ti_small_v2 exp/shared_ti_small_v2_specaug \\
         --start exp/shared_ti_small_v2_specaug=exp/shared_ti_small_v2:2100 --out docs/img/training_v2.png
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from model_card import step_seconds
+from training_facts import step_seconds
 
 
 def curve(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 from cut_last import encoder_from_last
-from model_card import DEFAULT_RESULTS, compute, lineage, read_json, training_facts, wall_time
+from model_card import DEFAULT_RESULTS, read_json
+from training_facts import compute, lineage, training_facts, wall_time
 
 from ge2e.model import SpeakerEncoder
 
