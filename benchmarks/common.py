@@ -65,10 +65,12 @@ def header(title: str, info: dict[str, Any], threads: list[int] | int) -> str:
     )
 
 
-# A machine is quiet enough to time on when its 1-minute load average is at most this many runnable tasks per
-# thread the benchmark uses. Load slows contenders unequally (a baseline that waits on many small calls suffers
-# most), so a ratio measured on a busy machine measures the load as much as the code.
+# A machine is quiet enough to time on when other work adds at most this many runnable tasks per thread the
+# benchmark uses to its 1-minute load average (the benchmark's own threads count in it too). Load slows contenders
+# unequally (a baseline that waits on many small calls suffers most), so a ratio measured on a busy machine
+# measures the load as much as the code.
 QUIET_LOAD_PER_THREAD = 0.5
+QUIET_MAX_LOAD_PER_THREAD = 1 + QUIET_LOAD_PER_THREAD  # the run's own thread plus what other work may take
 
 
 def load_average() -> float:
@@ -79,7 +81,7 @@ def load_average() -> float:
 def quiet(loads: list[float], threads: int) -> bool:
     """Whether every load average seen during a run left at most ``QUIET_LOAD_PER_THREAD`` per thread in use to
     other work: the run's own ``threads`` count in the load (a one-thread run lifts it towards 1.0 by itself)."""
-    return max(loads) <= (1 + QUIET_LOAD_PER_THREAD) * threads
+    return max(loads) <= QUIET_MAX_LOAD_PER_THREAD * threads
 
 
 def interleaved(

@@ -44,7 +44,17 @@ from typing import Any
 import soundfile as sf
 import torch
 
-from common import QUIET_LOAD_PER_THREAD, header, interleaved, machine, median, quiet, table, write_result
+from common import (
+    QUIET_LOAD_PER_THREAD,
+    QUIET_MAX_LOAD_PER_THREAD,
+    header,
+    interleaved,
+    machine,
+    median,
+    quiet,
+    table,
+    write_result,
+)
 from ge2e.audio import load_speech, log_mel
 from ge2e.cli._model import DEFAULT_THREADS
 from ge2e.export import export, load_exported
@@ -179,7 +189,7 @@ def main() -> int:
     print("throughput = seconds of audio per wall second, median of the repeats (slowest-fastest); higher is better")
     print(
         f"a quiet machine: other work takes at most {QUIET_LOAD_PER_THREAD} core per thread in use, all along "
-        f"(the 1-minute load, the run's own threads included, stays at most {1 + QUIET_LOAD_PER_THREAD} per thread)"
+        f"(the 1-minute load, the run's own threads included, stays at most {QUIET_MAX_LOAD_PER_THREAD} per thread)"
     )
 
     rows, records, busy = [], [], []
@@ -210,7 +220,7 @@ def main() -> int:
     headers = ["threads", "contender", "interleaved", "vs resemblyzer", "own process", "vs resemblyzer"]
     print(table(headers, rows))
     if busy:
-        print(f"NOT QUIET: the 1-minute load rose above {1 + QUIET_LOAD_PER_THREAD} per thread at {busy} thread(s); "
+        print(f"NOT QUIET: the 1-minute load rose above {QUIET_MAX_LOAD_PER_THREAD} per thread at {busy} thread(s); "
               "these ratios measure the load as much as the code", file=sys.stderr)  # fmt: skip
         if not args.allow_busy:
             print("embed.py: results not written (--allow-busy writes them, marked as not quiet)", file=sys.stderr)

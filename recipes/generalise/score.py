@@ -69,6 +69,11 @@ def components(split: str = "dev") -> dict[str, list[str]]:
     return out
 
 
+def list_names(split: str = "dev") -> list[str]:
+    """Every trial list the benchmark scores on ``split``: the in-domain lists, then the out-of-domain ones."""
+    return [*LISTS[split], *(n for lists in components(split).values() for n in lists)]
+
+
 def list_path(name: str, root: Path, stress_dir: Path, split: str = "dev") -> Path:
     stressed = stress_dir / split / f"{name}.txt"
     return stressed if name.rsplit(".", 1)[-1] in CONDITIONS else root / "trials" / f"{name}.txt"
@@ -113,9 +118,8 @@ def scorer(spec: str) -> tuple[Callable[[list[EvalTrial]], tuple[Scored, int]], 
 def score_model(spec: str, root: Path, stress_dir: Path, split: str = "dev") -> dict[str, Any]:
     score, fingerprint = scorer(spec)
     speakers = speaker_lookup()
-    names = [*LISTS[split], *(n for lists in components(split).values() for n in lists)]
     lists = {}
-    for name in names:
+    for name in list_names(split):
         scored, refused = score(list_trials(list_path(name, root, stress_dir, split), root))
         lists[name] = {
             "eer": eer(scored.scores, scored.labels)[0],
@@ -159,8 +163,7 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     split = split_of(a)
     if split_of(b) != split:
         raise SystemExit(f"score.py: {a['model']} was scored on {split}, {b['model']} on {split_of(b)}")
-    names = [*LISTS[split], *(n for lists in components(split).values() for n in lists)]
-    per = {n: paired(a, b, n, seed=k) for k, n in enumerate(names)}
+    per = {n: paired(a, b, n, seed=k) for k, n in enumerate(list_names(split))}
     n_draws = min(len(d) for _, d in per.values())
 
     def mean_of(lists: list[str]) -> tuple[float, np.ndarray]:

@@ -345,13 +345,13 @@ def generalisation_section(results: dict[str, dict[str, Any]]) -> list[str]:
         "| | " + " | ".join(labels) + " |",
         "|---|" + "---:|" * len(names),
     ]
-    rows = [*first["in_domain"], "in-domain mean", *first["out_of_domain"], "out-of-domain mean"]
-    for row in rows:
-        cells = []
-        for result in results.values():
-            table = {**result["in_domain"], **result["out_of_domain"]}
-            value = {"in-domain mean": result["in_domain_mean"], "out-of-domain mean": result["out_of_domain_mean"]}
-            cells.append(f"{100 * table.get(row, value.get(row, float('nan'))):.2f}")
+    tables = [
+        {**r["in_domain"], "in-domain mean": r["in_domain_mean"], **r["out_of_domain"],
+         "out-of-domain mean": r["out_of_domain_mean"]}
+        for r in results.values()
+    ]  # fmt: skip
+    for row in tables[0]:
+        cells = [f"{100 * table.get(row, float('nan')):.2f}" for table in tables]
         bold = row.endswith("mean")
         label = f"**{row}**" if bold else row
         lines.append(f"| {label} | " + " | ".join(f"**{c}**" if bold else c for c in cells) + " |")

@@ -161,13 +161,18 @@ def list_noise_files(folder: str | Path) -> list[str]:
     return files
 
 
+def _excerpt(path: str, length: int, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """At most ``length`` samples of ``path`` at ``sr``, from a random start."""
+    audio = load_audio(path, target_sr=sr)
+    start = int(rng.integers(max(1, len(audio) - length + 1)))
+    return audio[start : start + length]
+
+
 def _noise_for(length: int, sr: int, rng: np.random.Generator, noise_files: Sequence[str]) -> np.ndarray:
     """``length`` samples of noise: coloured noise, or a random excerpt of a random file of ``noise_files``."""
     if not noise_files:
         return coloured_noise(length, float(rng.uniform(*NOISE_BETA_RANGE)), rng)
-    noise = load_audio(noise_files[int(rng.integers(len(noise_files)))], target_sr=sr)
-    start = int(rng.integers(max(1, len(noise) - length + 1)))
-    return noise[start : start + length]
+    return _excerpt(noise_files[int(rng.integers(len(noise_files)))], length, sr, rng)
 
 
 def babble(length: int, sr: int, rng: np.random.Generator, speech_files: Sequence[str]) -> np.ndarray:
@@ -177,9 +182,7 @@ def babble(length: int, sr: int, rng: np.random.Generator, speech_files: Sequenc
     talkers = int(rng.integers(BABBLE_TALKERS[0], BABBLE_TALKERS[1] + 1))
     mix = np.zeros(length, dtype=np.float64)
     for k in rng.choice(len(speech_files), size=min(talkers, len(speech_files)), replace=False):
-        voice = load_audio(speech_files[int(k)], target_sr=sr)
-        start = int(rng.integers(max(1, len(voice) - length + 1)))
-        part = np.resize(voice[start : start + length], length).astype(np.float64)
+        part = np.resize(_excerpt(speech_files[int(k)], length, sr, rng), length).astype(np.float64)
         mix += part / max(float(np.sqrt(np.mean(part**2))), 1e-12)
     return mix.astype(np.float32)
 

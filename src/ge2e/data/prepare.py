@@ -88,6 +88,9 @@ def prepare(
     cfg = cfg or AudioConfig()
     if shard_size < 1:
         raise ConfigError(f"shard_size must be >= 1, got {shard_size}")
+    kinds = parse_augment(augment)
+    if "babble" in kinds and noise_dir is None:
+        raise Ge2eError("--augment babble needs --noise-dir: a folder of speech recordings of other people")
     out = check_writable(out_dir, folder=True)
     index = _open_for_writing(out, cfg)
     kept = [s for s in index["shards"] if shard_complete(out, s["name"])]
@@ -96,9 +99,6 @@ def prepare(
         write_index(out, index)
     _remove_stale_files(out, {s["name"] for s in kept})
 
-    kinds = parse_augment(augment)
-    if "babble" in kinds and noise_dir is None:
-        raise Ge2eError("--augment babble needs --noise-dir: a folder of speech recordings of other people")
     done = _done_jobs(out, kept)
     jobs = _pending_jobs(utterances, kinds, done)
     if any(Path(u.path).suffix.lower() in FFMPEG_EXTENSIONS for u, _ in jobs):
